@@ -1,0 +1,213 @@
+"""Scene splitting: cut a video where the embeddings of adjacent sampled frames stop looking alike (no Django).
+
+:func:`detect_scenes` decodes the video once, front to back, and never seeks:
+
+1. **Sample.** Every ``step``-th frame goes to the embedder, ``step = round(fps / sample_fps)`` (25 fps at 4
+   samples/s: every 6th frame), in batches of ``batch_size`` (rows are L2-normalised: a dot product is a cosine
+   similarity).
+2. **Cut.** Wherever the similarity of two consecutive samples ``a < b`` is below ``threshold``, the shot changes
+   somewhere in ``(a, b]``.
+3. **Refine.** Every frame is decoded and reduced on the fly to a coarse colour thumbnail (a strided view about 80
+   pixels wide: no resampling cost), and the mean absolute difference of each frame's thumbnail from the previous
+   one is kept for the frames since the last processed sample. The cut goes on the frame of ``(a, b]`` with the
+   largest difference: the exact frame of a hard cut. One cut per window: two cuts closer than one sampling
+   interval become one (the shot between them would be far shorter than any sensible minimum clip length).
+4. **Segments.** The cuts split ``[0, frame_count)`` into segments that cover the video in order (end exclusive;
+   ``frame_count`` is the number of frames that decode). Each segment shorter than ``min_clip_seconds`` is flagged
+   ``too_short``; ``SceneResult.clips`` holds only the others. Short segments are *not* merged into a neighbour: a
+   shot change inside a clip is what splitting exists to prevent, so a short shot is left out (a gap between clips)
+   rather than glued to another.
+
+Why every frame is converted (``read``), not only the samples (``grab`` + ``retrieve``): the refinement needs the
+frames between two samples, and the two other ways to get them cost more. Converting every frame costs about 30 %
+more than decoding alone with ``grab()`` (1280x720 H.264, measured: 1.05 s against 0.81 s of CPU for 250 frames);
+re-decoding each cut's window after a seek restarts decoding at the previous keyframe, up to a whole GOP (x264's
+default is 250 frames) per cut, and measured 0.87 s for the two cuts of that same video.
+
+Memory is bounded whatever the video's length: at most ``batch_size`` sampled frames wait for the embedder, the
+refinement keeps one float per frame for about ``batch_size * step`` frames, and with ``frames_per_segment`` set,
+at most ``2 * frames_per_segment`` sampled frames of the current segment are kept (when the buffer fills, every
+other frame is dropped and the keeping stride doubles, so the kept frames stay evenly spaced).
+``on_segment(segment, frames)`` is called as soon as each segment ends, with up to ``frames_per_segment`` evenly
+spaced sampled frames of it: the measuring stages (borders, text) can use them instead of decoding the video again.
+
+A cut within the last sampling interval (after the last sampled frame) is not looked for: the segment it would
+start is shorter than ``1 / sample_fps`` seconds.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets import video_io  # noqa: F401  (sets FFmpeg's log level before the first capture opens)
+from datasets.embedders import Embedder
+from datasets.video_io import UnreadableVideo
+
+import cv2  # noqa: E402  (after video_io, which sets OpenCV's FFmpeg log level)
+
+THUMB_COLUMNS = 80  # the refinement's thumbnails: every n-th pixel, n = width // THUMB_COLUMNS
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_frame: int
+    end_frame: int  # exclusive
+    too_short: bool = False
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+
+@dataclass(frozen=True)
+class Cut:
+    frame: int  # the first frame of the new shot
+    similarity: float  # cosine similarity of the two samples around it
+
+
+@dataclass
+class SceneResult:
+    fps: float
+    frame_count: int
+    embedder: str
+    segments: list[Segment]  # all of them, covering [0, frame_count) in order
+    clips: list[tuple[int, int]]  # (start_frame, end_frame) of the segments that are not too short
+    sample_step: int = 1
+    cuts: list[Cut] = field(default_factory=list)
+
+
+class _SegmentFrames:
+    """Up to ``2 * keep`` evenly spaced sampled frames of the current segment (every other one dropped when full)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.items: list[tuple[int, np.ndarray]] = []
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, index: int, frame: np.ndarray) -> None:
+        if self.keep <= 0:
+            return
+        if self.seen % self.stride == 0:
+            self.items.append((index, frame))
+            if len(self.items) > 2 * self.keep:
+                self.items = self.items[::2]
+                self.stride *= 2
+        self.seen += 1
+
+    def take_before(self, end: int) -> list[np.ndarray]:
+        """The chosen frames before frame ``end``; the buffer restarts with the frames from ``end`` on."""
+        mine = [frame for index, frame in self.items if index < end]
+        rest = [(index, frame) for index, frame in self.items if index >= end]
+        self.items, self.stride, self.seen = [], 1, 0
+        for index, frame in rest:
+            self.add(index, frame)
+        if len(mine) > self.keep:
+            picks = np.unique(np.round(np.linspace(0, len(mine) - 1, self.keep)).astype(int))
+            mine = [mine[p] for p in picks]
+        return mine
+
+
+def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: float, threshold: float,
+                  min_clip_seconds: float, frames_per_segment: int = 0,
+                  on_segment: Callable[[Segment, list[np.ndarray]], None] | None = None,
+                  on_progress: Callable[[int], None] | None = None,
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> SceneResult:
+    """Split the video at ``path`` into shots (see the module docstring for the method).
+
+    ``threshold``: a cut where the cosine similarity of adjacent samples is below it (the paper: 0.85).
+    ``on_progress(frames_decoded)`` is called after each batch of samples (it may raise to stop the work).
+    Raises :class:`~datasets.video_io.UnreadableVideo` when the file cannot be decoded and ``ValueError`` for a
+    non-positive ``sample_fps``."""
+    if not (sample_fps and sample_fps > 0):
+        raise ValueError("sample_fps must be positive")
+    path = os.fspath(path)
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        capture.release()
+        raise UnreadableVideo("The file is not a video that can be decoded (no readable video stream).")
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not (math.isfinite(fps) and fps > 0):
+        capture.release()
+        raise UnreadableVideo("The video reports no frame rate (0 fps).")
+    step = max(1, round(fps / sample_fps))
+    batch_size = max(1, int(batch_size))
+    keep = _SegmentFrames(frames_per_segment if on_segment else 0)
+    segments: list[Segment] = []
+    cuts: list[Cut] = []
+    # changes[i - changes_base]: how much frame i differs from frame i - 1 (kept from the last processed sample on)
+    changes: list[float] = []
+    state = {"start": 0, "prev": None, "changes_base": 0}  # segment start; previous sample (index, row)
+
+    def close_segment(end: int) -> None:
+        start = state["start"]
+        segment = Segment(start, end, too_short=(end - start) / fps < min_clip_seconds)
+        segments.append(segment)
+        frames = keep.take_before(end)
+        state["start"] = end
+        if on_segment is not None:
+            on_segment(segment, frames)
+
+    def cut_between(a: int, b: int) -> int:
+        """The frame of ``(a, b]`` that differs most from the frame before it."""
+        base = state["changes_base"]
+        window = changes[a + 1 - base:b + 1 - base]
+        return a + 1 + int(np.argmax(window)) if window else b
+
+    def process(batch: list[tuple[int, np.ndarray]]) -> None:
+        if not batch:
+            return
+        rows = np.asarray(embedder.embed([frame for _, frame in batch]), dtype=np.float32)
+        if rows.shape[0] != len(batch):
+            raise ValueError(f"embedder {embedder.name} returned {rows.shape[0]} rows for {len(batch)} frames")
+        for (index, frame), row in zip(batch, rows):
+            previous = state["prev"]
+            if previous is not None:
+                prev_index, prev_row = previous
+                similarity = float(np.dot(prev_row, row))
+                if similarity < threshold:
+                    cuts.append(Cut(frame=cut_between(prev_index, index), similarity=similarity))
+                    close_segment(cuts[-1].frame)
+            keep.add(index, frame)
+            state["prev"] = (index, row)
+        last = batch[-1][0]  # later windows start at this sample: older changes are not needed any more
+        del changes[:max(0, last - state["changes_base"])]
+        state["changes_base"] = max(state["changes_base"], last)
+
+    index = 0
+    pending: list[tuple[int, np.ndarray]] = []
+    previous_thumb = None
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            stride = max(1, frame.shape[1] // THUMB_COLUMNS)
+            thumb = frame[stride // 2::stride, stride // 2::stride].astype(np.int16)
+            changes.append(float(np.abs(thumb - previous_thumb).mean()) if previous_thumb is not None else 0.0)
+            previous_thumb = thumb
+            if index % step == 0:
+                pending.append((index, frame))
+                if len(pending) >= batch_size:
+                    process(pending)
+                    pending = []
+                    if on_progress is not None:
+                        on_progress(index + 1)
+            index += 1
+        process(pending)
+    finally:
+        capture.release()
+    frame_count = index
+    if frame_count == 0:
+        raise UnreadableVideo("No frame of the video can be decoded.")
+    close_segment(frame_count)
+    if on_progress is not None:
+        on_progress(frame_count)
+    clips = [(s.start_frame, s.end_frame) for s in segments if not s.too_short]
+    return SceneResult(fps=fps, frame_count=frame_count, embedder=embedder.name, segments=segments, clips=clips,
+                       sample_step=step, cuts=cuts)
