@@ -1,0 +1,605 @@
+"""Judge runs: a model under test's videos judged by an MLLM, one call per task and rubric dimension (services).
+
+* :func:`judge_run_create` - a run (model under test, rubric label, judge model, endpoint, frames per video,
+  concurrency, prompt version) and its :class:`~judging.models.Judgement` rows: PENDING for every (task with an ``ok``
+  video, dimension), FLAGGED "no video: ..." for tasks whose video is missing or unreadable (so they show as not
+  judged). Idempotent: calling it again with the same parameters returns the same run and only adds what is missing
+  (a video registered since then turns its "no video" rows back into PENDING ones). ``new=True`` starts a fresh run.
+* :func:`judge_one` - claims one PENDING judgement, builds the prompt (:mod:`judging.prompts`), calls the judge through
+  :func:`microverse_site.llm.chat` OUTSIDE any transaction (retries, Retry-After, ``shrink=halve_images`` on 413, one
+  repair turn for a malformed answer) and records the outcome: SCORED with scores, reasoning, raw answer and the
+  LLMCall, or FLAGGED with the reason (never dropped, never scored when malformed). An identical request already
+  answered (same model, messages and parameters: :func:`microverse_site.llm.request_hash`) is not paid again: its
+  recorded ok answer is reused, so a rerun after a crash costs nothing for what was already answered.
+* :func:`judge_run_start` - queues one Celery task (``judging.tasks.judge_one``, queue "llm") per PENDING judgement;
+  :func:`judge_run_execute` judges them in this process with a thread pool (the ``judge_videos`` command);
+  :func:`judge_run_cancel`, :func:`judge_run_progress`. A run is DONE when nothing is pending or running.
+
+Claim and concurrency limit per endpoint
+----------------------------------------
+A judgement is claimed by moving it PENDING -> ``running`` (:data:`RUNNING`) in one short transaction that also
+enforces the endpoint's limit: it takes an endpoint lock (PostgreSQL: ``pg_advisory_xact_lock`` on a hash of the base
+URL; SQLite: the site's ``IMMEDIATE`` transactions already serialise writers), counts the judgements in state
+``running`` on that base URL whose claim is younger than the lease (:func:`lease_seconds`), and claims only while that
+count is below ``run.concurrency``. The database is shared by every worker process and node, so this bounds the calls
+in flight per endpoint across all of them; no Redis is needed, and nothing leaks when a worker dies: a claim older
+than the lease no longer counts and is taken back (:func:`judge_run_start`, or the re-delivered task). Runs that
+share an endpoint share its slots; each claims up to its own ``concurrency``. The parallelism itself comes from the
+worker (``celery -A microverse_site worker -Q llm --pool threads -c 16``; the embedded filesystem broker with one
+solo worker runs one call at a time) or from :func:`judge_run_execute`'s thread pool (``--concurrency N``). A task
+that finds no free slot waits a few seconds, then re-queues itself with a countdown.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from datasets.video_io import UnreadableVideo
+from judging import prompts
+from judging.models import GeneratedVideo, JudgeRun, Judgement, ModelUnderTest
+from judging.videos import frames_extract, frames_read
+from microverse_site import llm
+from microverse_site.models import LLMCall
+from rubrics.models import BenchmarkTask, Criterion, Dimension, RubricVersion
+
+logger = logging.getLogger(__name__)
+
+LLM_QUEUE = "llm"
+PURPOSE = "judge"
+#: The claimed state of a judgement while its call is in flight. Not (yet) one of ``Judgement.Status``'s choices:
+#: the column is a plain CharField, so the value needs no migration; see the module docstring.
+RUNNING = "running"
+PENDING, SCORED, FLAGGED = Judgement.Status.PENDING, Judgement.Status.SCORED, Judgement.Status.FLAGGED
+ACTIVE = (PENDING, RUNNING)
+NO_VIDEO = "no video"
+DIMENSIONS = tuple(Dimension.values)
+#: How long to sleep between two tries for a free endpoint slot.
+SLOT_POLL_SECONDS = 0.05
+
+
+class JudgeRunError(ValueError):
+    """A run cannot be created or started as asked; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------- settings
+
+
+def _config(run: JudgeRun) -> llm.LLMSettings:
+    config = llm.LLMSettings.from_settings()
+    if run.base_url:
+        config = dataclasses.replace(config, base_url=run.base_url)
+    return config
+
+
+def lease_seconds(config: llm.LLMSettings | None = None) -> float:
+    """How long a claim counts as alive: the longest a judge call can legitimately take (every attempt timing out,
+    the longest waits between them, for the first request and its repair), plus a minute. ``JUDGE_LEASE_SECONDS``
+    (settings or environment) overrides it."""
+    override = getattr(settings, "JUDGE_LEASE_SECONDS", None)
+    if override is None:
+        import os
+
+        override = os.environ.get("JUDGE_LEASE_SECONDS") or None
+    if override is not None:
+        return float(override)
+    config = config or llm.LLMSettings.from_settings()
+    per_request = (config.max_attempts * config.timeout
+                   + (config.max_attempts - 1) * max(config.backoff_max, config.retry_after_max))
+    return 2 * per_request + 60.0
+
+
+# ------------------------------------------------------------------------------------------------- creating
+
+
+def _versions_for(label: str) -> dict[int, int]:
+    """task id -> the id of its rubric version called `label` ("current": the task's current version)."""
+    if label == "current":
+        return dict(BenchmarkTask.objects.exclude(current_rubric=None).values_list("id", "current_rubric_id"))
+    return dict(RubricVersion.objects.filter(label=label).values_list("task_id", "id"))
+
+
+def _no_video_reason(video: GeneratedVideo | None) -> str:
+    if video is None:
+        return f"{NO_VIDEO}: no video is registered for this task"
+    return f"{NO_VIDEO}: {video.status}" + (f" ({video.reason})" if video.reason else "")
+
+
+def judge_run_create(*, model: ModelUnderTest, judge_model: str, base_url: str = "", rubric_label: str = "released",
+                     frames_per_video: int = 8, concurrency: int = 4, user=None, new: bool = False) -> JudgeRun:
+    """The run for these parameters with its judgements (see the module docstring)."""
+    judge_model = (judge_model or "").strip()
+    if not judge_model or judge_model == "imported":
+        raise JudgeRunError("name the judge model (\"imported\" is reserved for imported results)")
+    if not 1 <= int(frames_per_video) <= 64:
+        raise JudgeRunError("frames per video must be between 1 and 64")
+    if not 1 <= int(concurrency) <= 256:
+        raise JudgeRunError("concurrency must be between 1 and 256")
+    base_url = (base_url or getattr(settings, "OPENAI_BASE_URL", "") or "").strip()
+    versions = _versions_for(rubric_label)
+    if not versions:
+        raise JudgeRunError(f"no task has a rubric version called {rubric_label!r}")
+    with transaction.atomic():
+        run = None
+        if not new:
+            run = (JudgeRun.objects.select_for_update()
+                   .filter(model=model, judge_model=judge_model, base_url=base_url, rubric_label=rubric_label,
+                           frames_per_video=frames_per_video, prompt_version=prompts.PROMPT_VERSION, source_file="")
+                   .order_by("-created_at", "-id").first())
+        if run is None:
+            run = JudgeRun.objects.create(model=model, judge_model=judge_model, base_url=base_url,
+                                          rubric_label=rubric_label, frames_per_video=frames_per_video,
+                                          concurrency=concurrency, prompt_version=prompts.PROMPT_VERSION,
+                                          created_by=user)
+        elif run.concurrency != concurrency:
+            run.concurrency = concurrency
+            run.save(update_fields=["concurrency"])
+        _populate(run, versions)
+        if Judgement.objects.filter(run=run, status__in=ACTIVE).exists():
+            JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.Status.DONE).update(
+                status=JudgeRun.Status.QUEUED, finished_at=None)
+        else:
+            _finish_if_done(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def _populate(run: JudgeRun, versions: dict[int, int]) -> None:
+    videos = {v.task_id: v for v in GeneratedVideo.objects.filter(model=run.model)}
+    existing = {(t, d): (pk, status, reason) for pk, t, d, status, reason in
+                Judgement.objects.filter(run=run).values_list("pk", "task_id", "dimension", "status", "flag_reason")}
+    new_rows = []
+    now = timezone.now()
+    for task_id, version_id in versions.items():
+        video = videos.get(task_id)
+        ok = video is not None and video.status == GeneratedVideo.Status.OK
+        for dim in DIMENSIONS:
+            found = existing.get((task_id, dim))
+            if found is None:
+                new_rows.append(Judgement(
+                    run=run, task_id=task_id, dimension=dim, rubric_version_id=version_id, video=video,
+                    status=PENDING if ok else FLAGGED, flag_reason="" if ok else _no_video_reason(video)))
+            elif ok and found[1] == FLAGGED and found[2].startswith(NO_VIDEO):
+                Judgement.objects.filter(pk=found[0], status=FLAGGED).update(
+                    status=PENDING, flag_reason="", video=video, updated_at=now)
+    Judgement.objects.bulk_create(new_rows, batch_size=1000, ignore_conflicts=True)
+
+
+# ------------------------------------------------------------------------------------------------- progress
+
+
+def judge_run_progress(run: JudgeRun) -> dict:
+    """Counts of the run's judgements by status (``pending``, ``running``, ``scored``, ``flagged``, ``no_video`` of
+    the flagged), ``total``, ``finished`` (scored + flagged) and ``percent`` of the total finished."""
+    counts = dict(Judgement.objects.filter(run=run).values_list("status").annotate(n=Count("id")).order_by())
+    no_video = Judgement.objects.filter(run=run, status=FLAGGED, flag_reason__startswith=NO_VIDEO).count()
+    result = {"pending": counts.get(PENDING, 0), "running": counts.get(RUNNING, 0), "scored": counts.get(SCORED, 0),
+              "flagged": counts.get(FLAGGED, 0), "no_video": no_video}
+    result["total"] = sum(counts.values())
+    result["finished"] = result["scored"] + result["flagged"]
+    result["percent"] = round(100.0 * result["finished"] / result["total"], 1) if result["total"] else 100.0
+    return result
+
+
+def _finish_if_done(run_id: int) -> bool:
+    if Judgement.objects.filter(run_id=run_id, status__in=ACTIVE).exists():
+        return False
+    return bool(JudgeRun.objects.filter(pk=run_id, status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING])
+                .update(status=JudgeRun.Status.DONE, finished_at=timezone.now()))
+
+
+def _reclaim(run: JudgeRun, *, older_than: float | None) -> int:
+    """Claims of `run` that no process holds any more go back to PENDING: those older than `older_than` seconds
+    (None: all of them, when the caller knows no one else works on the run)."""
+    rows = Judgement.objects.filter(run=run, status=RUNNING)
+    if older_than is not None:
+        rows = rows.filter(updated_at__lt=timezone.now() - timedelta(seconds=older_than))
+    return rows.update(status=PENDING, updated_at=timezone.now())
+
+
+# ------------------------------------------------------------------------------------------ start / cancel
+
+
+def judge_run_start(*, run: JudgeRun) -> int:
+    """Queue one ``judging.tasks.judge_one`` per PENDING judgement on the "llm" queue (sent when the transaction
+    commits). Stale claims are taken back first. Returns how many were queued; a run with nothing left is DONE."""
+    from judging.tasks import judge_one as judge_one_task
+
+    _reclaim(run, older_than=lease_seconds(_config(run)))
+    with transaction.atomic():
+        JudgeRun.objects.filter(pk=run.pk).exclude(status=JudgeRun.Status.RUNNING).update(
+            status=JudgeRun.Status.RUNNING, finished_at=None, error="")
+        JudgeRun.objects.filter(pk=run.pk, started_at=None).update(started_at=timezone.now())
+        ids = list(Judgement.objects.filter(run=run, status=PENDING).order_by("task__index", "dimension")
+                   .values_list("pk", flat=True))
+        if ids:
+            transaction.on_commit(lambda: [judge_one_task.apply_async(args=[pk], queue=LLM_QUEUE) for pk in ids])
+    if not ids:
+        _finish_if_done(run.pk)
+    run.refresh_from_db()
+    return len(ids)
+
+
+def judge_run_cancel(*, run: JudgeRun) -> bool:
+    """Stop a run: queued tasks find it cancelled and do nothing; calls already in flight finish and are recorded.
+    Pending judgements stay pending (not judged); :func:`judge_run_start` resumes the run. False if it was over."""
+    updated = JudgeRun.objects.filter(pk=run.pk, status__in=[JudgeRun.Status.QUEUED, JudgeRun.Status.RUNNING]).update(
+        status=JudgeRun.Status.CANCELLED, finished_at=timezone.now())
+    run.refresh_from_db()
+    return bool(updated)
+
+
+# -------------------------------------------------------------------------------------------------- claiming
+
+
+def _endpoint_lock(base_url: str) -> None:
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(hashlib.sha256(("judge:" + base_url).encode()).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    # SQLite: this site opens every transaction IMMEDIATE (settings), so writers are already serialised.
+
+
+def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool, slots: bool = True) -> str:
+    """"claimed", "busy" (no free slot on the endpoint) or "gone" (not claimable: done, or claimed by another).
+    ``slots=False`` claims without taking an endpoint slot (nothing will be sent)."""
+    statuses = [PENDING, RUNNING] if reclaim else [PENDING]
+    now = timezone.now()
+    if not slots:
+        return "claimed" if Judgement.objects.filter(pk=judgement_id, status__in=statuses).update(
+            status=RUNNING, updated_at=now - timedelta(seconds=lease)) else "gone"  # past the lease: holds no slot
+    with transaction.atomic():
+        _endpoint_lock(run.base_url)
+        busy = (Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
+                                         updated_at__gte=now - timedelta(seconds=lease))
+                .exclude(pk=judgement_id).count())
+        if busy >= max(1, run.concurrency):
+            # No slot; but say "gone" rather than "busy" for a judgement nobody needs to wait for.
+            gone = not Judgement.objects.filter(pk=judgement_id, status__in=statuses).exists()
+            return "gone" if gone else "busy"
+        claimed = Judgement.objects.filter(pk=judgement_id, status__in=statuses).update(
+            status=RUNNING, updated_at=now)
+    return "claimed" if claimed else "gone"
+
+
+def _claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool, wait: float | None,
+           stop: threading.Event | None = None, slots: bool = True) -> str:
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        outcome = _try_claim(judgement_id, run, lease=lease, reclaim=reclaim, slots=slots)
+        if outcome != "busy":
+            return outcome
+        if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()):
+            return "busy"
+        time.sleep(SLOT_POLL_SECONDS * (1 + random.random()))
+
+
+# ---------------------------------------------------------------------------------------------------- judging
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    status: str  # scored / flagged / busy / gone / cancelled / missing
+    reason: str = ""
+    cached: bool = False
+
+
+@functools.lru_cache(maxsize=4096)
+def _criteria(version_id: int, dimension: str, created_at: object = None) -> tuple:
+    """A rubric version's criteria for one dimension (versions are immutable, so they are cached; the creation time
+    is part of the key so that a test database reusing an id never gets another version's criteria)."""
+    return tuple(Criterion.objects.filter(version_id=version_id, dimension=dimension).order_by("position")
+                 .values_list("description", "polarity", "weight"))
+
+
+def judge_messages_for(judgement: Judgement) -> tuple[list[dict], int]:
+    """The chat messages for a judgement (extracting its video's frames if needed) and its number of criteria."""
+    criteria = _criteria(judgement.rubric_version_id, judgement.dimension, judgement.rubric_version.created_at)
+    if not criteria:
+        raise JudgeRunError(f"the rubric has no {judgement.dimension} criteria")
+    video = judgement.video
+    if video is None or video.status != GeneratedVideo.Status.OK:
+        raise UnreadableVideo("the task has no readable video")
+    names = frames_extract(video=video, n=judgement.run.frames_per_video)
+    messages = prompts.judge_messages(
+        prompt=judgement.task.prompt, requirement=judgement.task.requirement, dimension=judgement.dimension,
+        criteria=[prompts.PromptCriterion(description=d, polarity=p, weight=w) for d, p, w in criteria],
+        frames=frames_read(names))
+    return messages, len(criteria)
+
+
+def _cached_call(model: str, messages: list[dict], validate: Callable) -> tuple[LLMCall, tuple] | None:
+    """An earlier ok answer to exactly this request that still validates (the row and its value), or None."""
+    hash_ = llm.request_hash(model, messages, {})
+    rows = LLMCall.objects.filter(purpose=PURPOSE, request_hash=hash_, status="ok").order_by("-created_at", "-id")
+    for row in rows[:3]:
+        try:
+            return row, validate(row.response_text)
+        except ValueError:
+            continue
+    return None
+
+
+def _record(judgement_id: int, **fields) -> bool:
+    """Write the outcome if the judgement is still claimed (a stale claim taken over by another does not write)."""
+    fields["updated_at"] = timezone.now()
+    return bool(Judgement.objects.filter(pk=judgement_id, status=RUNNING).update(**fields))
+
+
+def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = False,
+              stop: threading.Event | None = None, finish_run: bool = True,
+              gate: threading.Semaphore | None = None) -> Outcome:
+    """Judge one judgement (see the module docstring). `wait`: seconds to wait for a free endpoint slot (None: as long
+    as it takes); `reclaim`: also take over a judgement already claimed (a re-delivered task whose worker died);
+    `finish_run`: mark the run DONE when this was its last judgement (a caller that checks at the end says False);
+    `gate`: a semaphore of this process held around the claim and the call (the in-process runner's threads wait on
+    it, so they wake at once when a slot frees, instead of polling the database).
+
+    The prompt is built and the recorded answers are looked up before the slot is claimed: a slot is held only for
+    the call itself."""
+    judgement = (Judgement.objects.select_related("run", "task", "video", "rubric_version")
+                 .filter(pk=judgement_id).first())
+    if judgement is None:
+        return Outcome("missing")
+    run = judgement.run
+    if run.status == JudgeRun.Status.CANCELLED:
+        return Outcome("cancelled")
+    if run.source_file or run.judge_model == IMPORTED:
+        return Outcome("gone", "imported runs are not judged")
+    if judgement.status not in ([PENDING, RUNNING] if reclaim else [PENDING]):
+        return Outcome("gone")
+    config = _config(run)
+    lease = lease_seconds(config)
+    claimed = False
+    try:
+        try:
+            messages, n_criteria = judge_messages_for(judgement)
+        except UnreadableVideo as exc:
+            claimed = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop,
+                             slots=False) == "claimed"
+            if not claimed:
+                return Outcome("gone")
+            reason = f"{NO_VIDEO}: the video's frames cannot be read ({exc.reason})"
+            _record(judgement_id, status=FLAGGED, flag_reason=reason, scores=None)
+            return Outcome(FLAGGED, reason)
+        validate = partial(prompts.validate_judgement, n_criteria=n_criteria)
+        cached = _cached_call(run.judge_model, messages, validate)
+        if cached is not None:  # nothing to pay: no endpoint slot needed
+            claimed = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop,
+                             slots=False) == "claimed"
+            if not claimed:
+                return Outcome("gone")
+            row, (scores, reasoning) = cached
+            _record(judgement_id, status=SCORED, scores=scores, reasoning=reasoning, raw_response=row.response_text,
+                    flag_reason="", llm_call=row)
+            return Outcome(SCORED, cached=True)
+        with (gate if gate is not None else contextlib.nullcontext()):
+            outcome = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop)
+            if outcome != "claimed":
+                return Outcome(outcome)
+            claimed = True
+            return _call(judgement_id, run, config, messages, validate)
+    except Exception as exc:  # a bug or an unexpected failure: flagged with the reason, never left claimed
+        logger.exception("judgement %s: internal error", judgement_id)
+        reason = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+        if not claimed:
+            claimed = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=0.0, slots=False) == "claimed"
+        if claimed:
+            _record(judgement_id, status=FLAGGED, flag_reason=reason, scores=None)
+        return Outcome(FLAGGED if claimed else "gone", reason)
+    finally:
+        if finish_run and claimed:
+            _finish_if_done(run.pk)
+
+
+def _call(judgement_id: int, run: JudgeRun, config: llm.LLMSettings, messages: list[dict],
+          validate: Callable) -> Outcome:
+    try:
+        result = llm.chat(purpose=PURPOSE, messages=messages, validate=validate, max_repairs=1,
+                          shrink=llm.halve_images, model=run.judge_model, config=config)
+    except llm.LLMError as exc:
+        raw = ""
+        if exc.call_id:
+            raw = LLMCall.objects.filter(pk=exc.call_id).values_list("response_text", flat=True).first() or ""
+        _record(judgement_id, status=FLAGGED, flag_reason=exc.reason[:2000], scores=None, reasoning="",
+                raw_response=raw, llm_call_id=exc.call_id)
+        return Outcome(FLAGGED, exc.reason)
+    scores, reasoning = result.value
+    _record(judgement_id, status=SCORED, scores=scores, reasoning=reasoning, raw_response=result.text,
+            flag_reason="", llm_call_id=result.call_id)
+    return Outcome(SCORED, cached=result.cached)
+
+
+# ------------------------------------------------------------------------------------------ in-process runner
+
+
+def judge_run_execute(*, run: JudgeRun, workers: int | None = None,
+                      progress: Callable[[dict], None] | None = None, stop: threading.Event | None = None) -> dict:
+    """Judge every PENDING judgement of `run` in this process, at most `workers` (default ``run.concurrency``) calls
+    in flight, each also bounded by the endpoint's slots in the database. Claims of this run left by a process that
+    died are taken back first (nothing else is assumed to work on the run meanwhile).
+
+    Twice as many threads as calls in flight: while a call waits for its answer, another thread already builds the
+    next prompt and looks up recorded answers, then waits on a semaphore of `workers` permits, so it takes a slot the
+    moment one frees. Each thread keeps its own database connection and closes it at the end. `progress` is called
+    with :func:`judge_run_progress`-style counts after each judgement; `stop` (an Event) ends it early, the rest
+    staying PENDING. Returns the final progress."""
+    import queue
+
+    _reclaim(run, older_than=None)
+    JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, error="")
+    JudgeRun.objects.filter(pk=run.pk, started_at=None).update(started_at=timezone.now())
+    ids = list(Judgement.objects.filter(run=run, status=PENDING).order_by("task__index", "dimension")
+               .values_list("pk", flat=True))
+    stop = stop or threading.Event()
+    counts = judge_run_progress(run)
+    lock = threading.Lock()
+    size = max(1, int(workers or run.concurrency))
+    gate = threading.BoundedSemaphore(size)
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    for pk in ids:
+        work.put(pk)
+    errors: list[BaseException] = []
+
+    def done(outcome: Outcome) -> None:
+        with lock:
+            if outcome.status in (SCORED, FLAGGED):
+                counts["pending"] -= 1
+                counts[outcome.status] += 1
+                counts["finished"] += 1
+                counts["percent"] = round(100.0 * counts["finished"] / counts["total"], 1) if counts["total"] else 100
+            if progress is not None:
+                progress(dict(counts))
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    pk = work.get_nowait()
+                except queue.Empty:
+                    return
+                done(judge_one(judgement_id=pk, wait=None, stop=stop, finish_run=False, gate=gate))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, name=f"judge-run-{run.pk}-{i}", daemon=True)
+               for i in range(min(len(ids), 2 * size))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except BaseException:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
+    if not _finish_if_done(run.pk) and stop.is_set():
+        JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.Status.RUNNING).update(status=JudgeRun.Status.QUEUED)
+    run.refresh_from_db()
+    return judge_run_progress(run)
+
+
+# ------------------------------------------------------------------------------- published results files
+
+IMPORTED = "imported"
+#: flag_reason of an imported dimension whose ``parsed_result`` was null (kept so the export writes null again).
+PARSED_NULL = "parsed_result is null (the judge's answer had no usable JSON)"
+
+
+def _positional(criteria: list[tuple[int, float]]) -> list:
+    from rubrics.scoring import Criterion as ScoringCriterion
+
+    return [ScoringCriterion(polarity=p, weight=w) for p, w in criteria]
+
+
+def judge_run_import(*, model: ModelUnderTest, entries, source_file: str, rubric_label: str = "released",
+                     user=None) -> JudgeRun:
+    """A DONE run with judge model "imported" holding a published results file's judgements as they are.
+
+    All or nothing. Every entry must name a benchmark task with a rubric version called `rubric_label`. Each
+    ``*_eval`` present becomes a Judgement: SCORED when its score list is well formed (one 0/1 per criterion),
+    else FLAGGED with the problems; the raw score list is stored either way, so the published calculation applies to
+    malformed entries exactly as it did. A null ``parsed_result`` is FLAGGED (:data:`PARSED_NULL`) without scores; a
+    missing ``*_eval`` has no row. The entry's ``video_path`` is kept on the model's GeneratedVideo for the task
+    (created as ``missing`` with that name when the model has none registered)."""
+    from rubrics.scoring import judgement_problems
+
+    entries = list(entries)
+    versions = _versions_for(rubric_label)
+    tasks = dict(BenchmarkTask.objects.values_list("index", "id"))
+    unknown = sorted(e.index for e in entries if e.index not in tasks)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+        raise JudgeRunError(f"{len(unknown)} entries name tasks that are not in the benchmark: {shown}")
+    unversioned = sorted(e.index for e in entries if tasks[e.index] not in versions)
+    if unversioned:
+        raise JudgeRunError(f"tasks without a {rubric_label!r} rubric version: "
+                            f"{', '.join(map(str, unversioned[:10]))}")
+    criteria: dict[tuple[int, str], list] = {}
+    for version_id, dim, polarity, weight in (Criterion.objects.filter(version_id__in=set(versions.values()))
+                                              .order_by("position")
+                                              .values_list("version_id", "dimension", "polarity", "weight")):
+        criteria.setdefault((version_id, dim), []).append((polarity, weight))
+    now = timezone.now()
+    with transaction.atomic():
+        run = JudgeRun.objects.create(model=model, judge_model=IMPORTED, rubric_label=rubric_label,
+                                      source_file=str(source_file)[:255], prompt_version="published",
+                                      status=JudgeRun.Status.DONE, started_at=now, finished_at=now, created_by=user,
+                                      concurrency=1)
+        videos = {v.task_id: v for v in GeneratedVideo.objects.filter(model=model)}
+        rows = []
+        for entry in entries:
+            task_id = tasks[entry.index]
+            video = videos.get(task_id)
+            if video is None:
+                path = entry.video_path if isinstance(entry.video_path, str) else ""
+                video = GeneratedVideo.objects.create(
+                    model=model, task_id=task_id, status=GeneratedVideo.Status.MISSING, file=path[:300],
+                    reason=f"not registered here; {source_file} names it {path!r}")
+                videos[task_id] = video
+            version_id = versions[task_id]
+            for dim in DIMENSIONS:
+                if dim not in entry.evals:
+                    continue
+                parsed = entry.parsed_result(dim)
+                row = Judgement(run=run, task_id=task_id, dimension=dim, rubric_version_id=version_id, video=video,
+                                raw_response=entry.raw_response(dim), reasoning=entry.reasoning(dim))
+                if parsed is None:
+                    row.status, row.flag_reason, row.scores = FLAGGED, PARSED_NULL, None
+                else:
+                    row.scores = entry.scores(dim)
+                    problems = judgement_problems(_positional(criteria.get((version_id, dim), [])), row.scores)
+                    row.status = FLAGGED if problems else SCORED
+                    row.flag_reason = "; ".join(problems)
+                rows.append(row)
+        Judgement.objects.bulk_create(rows, batch_size=1000)
+    return run
+
+
+def judge_run_export(*, run: JudgeRun) -> list:
+    """The run's judgements as published-format entries (:class:`judging.published.PublishedEntry`), one per task
+    with at least one answered dimension; pending and "no video" dimensions are left out, a flagged live judgement
+    is written with ``"parsed_result": null``. An imported run's file comes back equal (up to keys the format does
+    not define, and a missing "reasoning", written as "")."""
+    from judging.published import PublishedEntry, make_eval
+
+    imported = run.judge_model == IMPORTED
+    by_task: dict[int, dict] = {}
+    rows = (Judgement.objects.filter(run=run).select_related("task", "video").order_by("task__index", "dimension"))
+    for j in rows:
+        if j.status in ACTIVE or (j.status == FLAGGED and j.flag_reason.startswith(NO_VIDEO)):
+            continue
+        entry = by_task.setdefault(j.task.index, {"video": j.video, "evals": {}})
+        if imported:
+            parsed = not (j.status == FLAGGED and j.flag_reason == PARSED_NULL)
+        else:
+            parsed = j.status == SCORED
+        entry["evals"][j.dimension] = make_eval(raw_response=j.raw_response, scores=j.scores,
+                                                reasoning=j.reasoning, parsed=parsed)
+    entries = []
+    for index, data in sorted(by_task.items()):
+        video = data["video"]
+        path = video.file.name if video is not None and video.file else ""
+        evals = {dim: data["evals"][dim] for dim in DIMENSIONS if dim in data["evals"]}
+        entries.append(PublishedEntry(index=index, video_path=path, evals=evals))
+    return entries
