@@ -62,6 +62,9 @@ class Assignment(models.Model):
         PASSED = "passed"  # "outside my expertise": the item is reassigned to someone else
 
     item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="assignments")
+    # A copy of item.workflow (which never changes): an expert's queue for one workflow is then read from this
+    # table's own index, not by joining tens of thousands of assignments to their items.
+    workflow = models.CharField(max_length=40, choices=Workflow.choices, editable=False)
     expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ASSIGNED)
     position = models.PositiveIntegerField(default=0, help_text="Order in the expert's queue.")
@@ -73,7 +76,15 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "expert"], name="assignment_unique_expert")]
-        indexes = [models.Index(fields=["expert", "status", "position"])]
+        indexes = [models.Index(fields=["expert", "status", "position"]),
+                   # the next waiting item, and the queue's order (previous / next, progress)
+                   models.Index(fields=["expert", "workflow", "status", "position"], name="assignment_queue"),
+                   models.Index(fields=["expert", "workflow", "position"], name="assignment_queue_order")]
+
+    def save(self, *args, **kwargs):
+        if not self.workflow:
+            self.workflow = self.item.workflow
+        super().save(*args, **kwargs)
 
 
 class Decision(models.Model):

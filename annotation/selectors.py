@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from annotation.models import ActionLog, Assignment, Decision, ReviewItem
 from microverse_site.roles import ADMIN, has_role
@@ -21,13 +21,14 @@ class QueueProgress:
 
 def queue(*, expert, workflow: str) -> QuerySet[Assignment]:
     """The expert's queue for a workflow, in order (passed items left out)."""
-    return (Assignment.objects.filter(expert=expert, item__workflow=workflow)
+    return (Assignment.objects.filter(expert=expert, workflow=workflow)
             .exclude(status=Assignment.Status.PASSED).select_related("item").order_by("position", "pk"))
 
 
 def queue_progress(*, expert, workflow: str) -> QueueProgress:
-    statuses = list(queue(expert=expert, workflow=workflow).values_list("status", flat=True))
-    return QueueProgress(done=statuses.count(Assignment.Status.DONE), assigned=len(statuses))
+    counts = (Assignment.objects.filter(expert=expert, workflow=workflow).exclude(status=Assignment.Status.PASSED)
+              .aggregate(assigned=Count("pk"), done=Count("pk", filter=Q(status=Assignment.Status.DONE))))
+    return QueueProgress(done=counts["done"], assigned=counts["assigned"])
 
 
 def next_assignment(*, expert, workflow: str, after_position: int | None = None) -> Assignment | None:

@@ -297,6 +297,8 @@ def test_pass_reassigns_the_item_to_a_fourth_expert(client, panel, expert3, make
     answer = api_for(expert3).post(f"/api/review/items/{i2.pk}/pass/", {}, format="json")
     assert answer.status_code == 200 and answer.json()["reassigned"] is True
     assert Assignment.objects.filter(expert=expert4, status=Assignment.Status.ASSIGNED).count() == 2
+    # Every assignment (panel and reassignment) carries its item's workflow: the queues are read by it.
+    assert set(Assignment.objects.values_list("workflow", flat=True)) == {WF}
 
 
 # ----------------------------------------------------------------------------------------------- permissions

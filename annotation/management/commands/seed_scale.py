@@ -448,7 +448,7 @@ class Command(BaseCommand):
             for k, expert in enumerate(panel):
                 self.positions[expert.pk] += 1
                 decided = k < n_decisions
-                assignments.append((self.assignment_id, item_id, expert.pk,
+                assignments.append((self.assignment_id, item_id, workflow, expert.pk,
                                     Assignment.Status.DONE if decided else Assignment.Status.ASSIGNED,
                                     self.positions[expert.pk], self.admin.pk, self._when(when),
                                     self._when(when) if decided else None))
@@ -474,7 +474,8 @@ class Command(BaseCommand):
         self._count(f"{workflow} items", self._write(ReviewItem, [
             "id", "workflow", "content_type", "object_id", "status", "decided_at", "created_at"], items))
         self._count("assignments", self._write(Assignment, [
-            "id", "item", "expert", "status", "position", "assigned_by", "assigned_at", "completed_at"], assignments))
+            "id", "item", "workflow", "expert", "status", "position", "assigned_by", "assigned_at", "completed_at"],
+            assignments))
         self._count("decisions", self._write(Decision, [
             "id", "item", "expert", "value", "reason", "comment", "extra", "created_at", "updated_at"], rows))
         self.items_by_workflow[workflow] = len(items)
