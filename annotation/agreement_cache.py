@@ -9,10 +9,8 @@ agreement page, so that the page answers at once however many decisions there ar
 * **What**: the report of :func:`annotation.agreement_data.workflow_agreement` with the default bootstrap count and
   seed (the numbers of the API and of ``manage.py agreement --json``), with the decisions' fingerprint it was computed
   from and when.
-* **Where**: a cache that every process sees (the web workers and the Celery worker): the ``"agreement"`` entry of
-  ``settings.CACHES`` if there is one, else the default cache unless it is per-process (local memory, dummy), else a
-  file cache in ``VAR_DIR/cache/agreement``. Keys carry the database's name, so test databases and the development
-  database beside them never read each other's reports.
+* **Where**: :func:`microverse_site.shared_cache.shared_store`, a cache that every process sees (the web workers and
+  the Celery worker), under keys that carry the database's name.
 * **Reading** (:func:`page_report`): a workflow with at most ``INLINE_MAX_DECISIONS`` decisions is computed inline
   as before (fingerprint-cached, well under a second). A larger one is served from the store: fresh when its
   fingerprint is the decisions' current one; otherwise stale, shown with the time it was computed and "recompute
@@ -24,19 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from functools import partial
-from pathlib import Path
 
 from celery import shared_task
 from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.filebased import FileBasedCache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
 from annotation import agreement, agreement_data, services
 from annotation.models import Decision, ReviewItem, Workflow
+from microverse_site.shared_cache import db_key, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -46,29 +42,13 @@ PENDING_TIMEOUT = 15 * 60  # a pending mark whose task never ran (a lost message
 RUNNING_TIMEOUT = 15 * 60
 TASK_NAME = "annotation.agreement_recompute"
 
-_store = None
-
-
 def store():
     """The cache the reports live in (see the module docstring)."""
-    global _store
-    if _store is None:
-        configured = getattr(settings, "CACHES", {})
-        if "agreement" in configured:
-            _store = caches["agreement"]
-        else:
-            backend = configured.get("default", {}).get("BACKEND", "django.core.cache.backends.locmem.LocMemCache")
-            if backend.rsplit(".", 1)[-1] not in ("LocMemCache", "DummyCache"):
-                _store = caches["default"]
-            else:
-                location = Path(settings.VAR_DIR) / "cache" / "agreement"
-                _store = FileBasedCache(str(location), {"TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": 10_000}})
-    return _store
+    return shared_store()
 
 
 def _key(kind: str, workflow: str) -> str:
-    name = str(connection.settings_dict.get("NAME", "")).replace("/", "_").replace(" ", "_")[-80:]
-    return f"agreement-cache:v1:{name}:{kind}:{workflow}"
+    return db_key("agreement-cache:v1", kind, workflow)
 
 
 def report_key(workflow: str) -> str:

@@ -556,6 +556,10 @@ def reevaluate_verdicts(*, video: SourceVideo | None = None, thresholds=None) ->
                 batch = []
         if batch:
             Clip.objects.bulk_update(batch, VERDICT_FIELDS)
+        if counts["changed"]:
+            from datasets.overview_cache import note_verdicts_changed  # it reads this module's stage names
+
+            note_verdicts_changed()
     return counts
 
 

@@ -7,7 +7,9 @@ import re
 from collections import Counter, defaultdict
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, Sum
+from django.db.models import (Case, CharField, Count, Exists, F, FloatField, OuterRef, Prefetch, Q, Sum, Value,
+                              When)
+from django.db.models.functions import Cast
 
 from datasets.models import Clip, SourceVideo, StageRun
 from datasets.pipeline import FINAL_STATUSES, STAGE_ORDER
@@ -54,11 +56,21 @@ def funnel() -> dict:
     video has not reached a stage yet are counted as waiting there. Four queries."""
     videos = list(SourceVideo.objects.values("admission", "admission_reason").annotate(n=Count("id")))
     runs = list(StageRun.objects.values("stage", "status").annotate(n=Count("id"), segments=Sum("clips_in")))
-    done = {stage: Exists(StageRun.objects.filter(video_id=OuterRef("video_id"), stage=stage, status=Status.DONE))
-            for stage in MEASURING_STAGES}
-    clips = list(Clip.objects.annotate(**{f"done_{s}": e for s, e in done.items()})
-                 .values("stopped_at_stage", "stop_reason", "verdict", *[f"done_{s}" for s in MEASURING_STAGES])
-                 .annotate(n=Count("id")).order_by())
+    # Which videos finished which measuring stage, joined to the clips here rather than with an EXISTS per clip and
+    # stage in SQL (three index probes per clip: seconds at 100,000 clips).
+    done_stages: dict[int, set] = defaultdict(set)
+    for video_id, stage in StageRun.objects.filter(stage__in=MEASURING_STAGES, status=Status.DONE).values_list(
+            "video_id", "stage"):
+        done_stages[video_id].add(stage)
+    grouped: Counter = Counter()
+    for row in (Clip.objects.values("video_id", "stopped_at_stage", "stop_reason", "verdict")
+                .annotate(n=Count("id")).order_by().iterator(chunk_size=5000)):
+        done = done_stages.get(row["video_id"], ())
+        grouped[(row["stopped_at_stage"], row["stop_reason"], row["verdict"],
+                 *[stage in done for stage in MEASURING_STAGES])] += row["n"]
+    clips = [{"stopped_at_stage": key[0], "stop_reason": key[1], "verdict": key[2], "n": n,
+              **{f"done_{stage}": flag for stage, flag in zip(MEASURING_STAGES, key[3:])}}
+             for key, n in grouped.items()]
 
     total_videos = sum(v["n"] for v in videos)
     refused = Counter()
@@ -153,7 +165,6 @@ def dataset_statistics() -> dict:
     all clips and kept ones), as histogram bins. Two queries."""
     rows = list(SourceVideo.objects.filter(admission=SourceVideo.Admission.ADMITTED)
                 .values_list("height", "duration", "views", "likes", "comments"))
-    clip_rows = list(Clip.objects.values_list("start_frame", "end_frame", "fps", "verdict"))
     statistics = {
         "videos": len(rows),
         "total_hours": round(sum(r[1] or 0 for r in rows) / 3600, 2),
@@ -165,14 +176,30 @@ def dataset_statistics() -> dict:
         known = [r[index] for r in rows if r[index] is not None]
         statistics[name] = _histogram(known, COUNT_LABELS, _count_bin)
         statistics[name]["unknown"] = len(rows) - len(known)
-    durations = [((end - start) / fps if fps else 0.0, verdict) for start, end, fps, verdict in clip_rows]
     labels = [n for _, n in CLIP_DURATION_BINS]
-    statistics["clip_duration"] = _histogram([d for d, _ in durations], labels, lambda v: _bin(v, CLIP_DURATION_BINS))
-    statistics["clip_duration"]["kept"] = _histogram(
-        [d for d, v in durations if v == Clip.Verdict.KEPT], labels, lambda v: _bin(v, CLIP_DURATION_BINS))["values"]
-    statistics["clips"] = len(clip_rows)
-    statistics["clip_hours"] = round(sum(d for d, _ in durations) / 3600, 3)
+    all_clips, kept, clip_count, clip_seconds = Counter(), Counter(), 0, 0.0
+    for row in clip_duration_bins():
+        all_clips[row["bin"]] += row["n"]
+        if row["verdict"] == Clip.Verdict.KEPT:
+            kept[row["bin"]] += row["n"]
+        clip_count += row["n"]
+        clip_seconds += row["total_seconds"] or 0.0
+    statistics["clip_duration"] = {"labels": labels, "values": [all_clips[label] for label in labels],
+                                   "kept": [kept[label] for label in labels]}
+    statistics["clips"] = clip_count
+    statistics["clip_hours"] = round(clip_seconds / 3600, 3)
     return statistics
+
+
+def clip_duration_bins() -> list[dict]:
+    """Clips counted per duration bin (CLIP_DURATION_BINS) and verdict, with their total seconds: binned by the
+    database, so that 100,000 clips come back as a few dozen rows."""
+    seconds = Case(When(fps__gt=0, then=(Cast("end_frame", FloatField()) - Cast("start_frame", FloatField()))
+                        / F("fps")), default=Value(0.0), output_field=FloatField())
+    binned = Case(*[When(seconds__gte=lower, then=Value(label)) for lower, label in reversed(CLIP_DURATION_BINS[1:])],
+                  default=Value(CLIP_DURATION_BINS[0][1]), output_field=CharField())
+    return list(Clip.objects.annotate(seconds=seconds).annotate(bin=binned).values("bin", "verdict")
+                .annotate(n=Count("id"), total_seconds=Sum("seconds")).order_by())
 
 
 # ----------------------------------------------------------------------------------------------------- videos

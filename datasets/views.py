@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from datasets import pipeline, selectors
+from datasets import overview_cache, pipeline, selectors
 from datasets.models import SourceVideo, StageRun
 from microverse_site.roles import ADMIN, RESEARCHER, role_required
 
@@ -31,9 +31,10 @@ def _thresholds() -> list[tuple[str, object]]:
 
 @pipeline_role_required
 def funnel(request):
+    overview = overview_cache.pipeline_overview()
     context = {
-        "funnel": selectors.funnel(),
-        "stats": selectors.dataset_statistics(),
+        "funnel": overview["funnel"],
+        "stats": overview["stats"],
         "videos": selectors.video_list()[:20],
         "thresholds": _thresholds(),
         "classifier_configured": bool(settings.PIPELINE.get("CLASSIFIER_DIR")),
