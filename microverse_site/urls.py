@@ -45,6 +45,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # The database admin signs in through the throttled login above, never through its own unthrottled form.
+    path("django-admin/login/", views.admin_login_redirect, name="admin-login-redirect"),
     path("django-admin/", admin.site.urls),
 ]
 

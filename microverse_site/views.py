@@ -5,6 +5,8 @@ from django.contrib import messages
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_POST
 
 from microverse_site import roles, services
@@ -14,6 +16,16 @@ from rubrics import selectors as rubric_selectors
 def healthz(request):
     """Liveness for load balancers and the load benchmark's trivial view: no role, no session, no database."""
     return HttpResponse("ok\n", content_type="text/plain")
+
+
+def admin_login_redirect(request):
+    """The database admin's login page sends people to the site's throttled login (any method: a password posted
+    here is never checked), coming back to the admin page they asked for."""
+    target = request.GET.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("admin:index")
+    return redirect(f"{reverse('login')}?{urlencode({'next': target})}")
 
 
 @login_required

@@ -148,3 +148,25 @@ def test_the_throttle_works_on_redis(settings, expert):
         assert attempt(client, "expert1", TEST_PASSWORD).status_code == 429
     finally:
         caches["throttle"].clear()
+
+
+def test_the_database_admin_signs_in_through_the_throttled_login(client, admin_user):
+    """/django-admin/login/ checks no password: it sends everyone to the throttled login and back to the admin."""
+    page = client.get("/django-admin/")
+    assert page.status_code == 302
+    followed = client.get(page["Location"])
+    assert followed.status_code == 302
+    assert followed["Location"] == "/accounts/login/?next=%2Fdjango-admin%2F"
+    # A password posted to the admin's own login form is never checked, right or wrong.
+    posted = client.post("/django-admin/login/?next=/django-admin/", {"username": admin_user.username,
+                                                                      "password": TEST_PASSWORD})
+    assert posted.status_code == 302 and posted["Location"].startswith("/accounts/login/")
+    assert not logged_in(client)
+    # An outside "next" is dropped.
+    away = client.get("/django-admin/login/?next=https://evil.example/")
+    assert away["Location"] == "/accounts/login/?next=%2Fdjango-admin%2F"
+    # Locked out through the throttled form, the admin stays locked out.
+    for _ in range(5):
+        attempt(client, admin_user.username, "wrong")
+    assert attempt(client, admin_user.username, TEST_PASSWORD).status_code == 429
+    assert not logged_in(client)
