@@ -9,6 +9,7 @@ import json
 import django_filters
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import Count
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
@@ -40,9 +41,22 @@ def _start_of_day(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
+# The distinct verbs by a skip scan of the verb index (one probe per verb), not DISTINCT over every row: a
+# million-row log has a few dozen verbs. Standard SQL: PostgreSQL and SQLite both run it.
+_DISTINCT_VERBS_SQL = f"""
+WITH RECURSIVE verbs(verb) AS (
+    SELECT MIN(verb) FROM {ActionLog._meta.db_table}
+    UNION ALL
+    SELECT (SELECT MIN(verb) FROM {ActionLog._meta.db_table} WHERE verb > verbs.verb) FROM verbs
+    WHERE verbs.verb IS NOT NULL
+)
+SELECT verb FROM verbs WHERE verb IS NOT NULL"""
+
+
 def _verb_choices():
-    verbs = ActionLog.objects.order_by("verb").values_list("verb", flat=True).distinct()
-    return [(verb, verb) for verb in verbs]
+    with connection.cursor() as cursor:
+        cursor.execute(_DISTINCT_VERBS_SQL)
+        return [(verb, verb) for (verb,) in cursor.fetchall()]
 
 
 class ActionLogFilter(django_filters.FilterSet):

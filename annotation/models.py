@@ -136,7 +136,9 @@ class ActionLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["actor", "verb"])]
+        # newest first, as the log page lists it (many rows share a timestamp when written in one transaction)
+        indexes = [models.Index(fields=["actor", "verb"]),
+                   models.Index(fields=["-created_at", "-id"], name="actionlog_newest_first")]
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

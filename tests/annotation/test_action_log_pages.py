@@ -120,6 +120,9 @@ def test_page_filters_by_expert_workflow_verb_and_dates(client, admin_user, expe
 
     assert {a for a, _ in verbs_and_actors(expert=expert.pk)} == {"expert1"}
     assert len(verbs_and_actors(expert=expert.pk)) == 3 + 1 + 2 + 1
+    # the verb menu lists every verb in the log once, in order
+    choices = [v for v, _ in client.get(LOG_URL).context["filter"].form.fields["verb"].choices if v]
+    assert choices == sorted({r.verb for r in rows})
     assert {v for _, v in verbs_and_actors(workflow=Workflow.TASK_VOTING)} == {"decide", "assign"}
     assert verbs_and_actors(verb="proposal_weight") == [("expert2", "proposal_weight")] * 4
     assert verbs_and_actors(expert=expert2.pk, verb="decide") == [("expert2", "decide")]
