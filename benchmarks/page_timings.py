@@ -83,6 +83,7 @@ def main(argv=None) -> int:
         ("admin: pipeline funnel", admin_client, "/pipeline/", {}),
         ("admin: action log", admin_client, "/manage/log/", {}),
     ]
+    Client().get("/healthz")  # warm up: the first request of a process imports the URL configuration
     # The pipeline page's first fetch counts (nothing stored under the current fingerprint yet).
     shared_store().delete(db_key("pipeline-overview:v1", "data", overview_cache.fingerprint()))
 
