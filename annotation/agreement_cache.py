@@ -3,7 +3,8 @@ agreement page, so that the page answers at once however many decisions there ar
 
 * **When**: a Decision saved or deleted schedules, once its transaction commits, a recompute of its workflow
   (:func:`schedule_recompute`). It is debounced: the first change in a quiet workflow sets a "pending" mark in the
-  store and enqueues :func:`agreement_recompute` ``DEBOUNCE_SECONDS`` later (trailing edge: the recompute sees every
+  store and enqueues :func:`agreement_recompute` ``DEBOUNCE_SECONDS`` later, or ``COST_FACTOR`` times the last
+  recompute's duration when that is longer (:func:`recompute_delay`; trailing edge: the recompute sees every
   change of the window); further changes while the mark is set enqueue nothing. The task clears the mark before it
   reads the decisions, so a change during a recompute schedules the next one.
 * **What**: the report of :func:`annotation.agreement_data.workflow_agreement` with the default bootstrap count and
@@ -37,6 +38,10 @@ from microverse_site.shared_cache import db_key, shared_store
 logger = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = float(getattr(settings, "AGREEMENT_RECOMPUTE_DEBOUNCE_SECONDS", 10.0))
+# A workflow whose last recompute took t seconds waits at least COST_FACTOR x t before the next one, so that steady
+# voting keeps the worker busy with one workflow's report at most 1 / (1 + COST_FACTOR) of the time (5 s of every
+# 25 s for task voting at full scale, rather than one recompute after another).
+COST_FACTOR = float(getattr(settings, "AGREEMENT_RECOMPUTE_COST_FACTOR", 4.0))
 INLINE_MAX_DECISIONS = int(getattr(settings, "AGREEMENT_INLINE_MAX_DECISIONS", 1000))
 PENDING_TIMEOUT = 15 * 60  # a pending mark whose task never ran (a lost message) expires, and the next change retries
 RUNNING_TIMEOUT = 15 * 60
@@ -67,7 +72,8 @@ def running_key(workflow: str) -> str:
 
 
 def schedule_recompute(workflow: str) -> bool:
-    """Enqueue one recompute of `workflow` in DEBOUNCE_SECONDS unless one is pending already. True if enqueued.
+    """Enqueue one recompute of `workflow` in :func:`recompute_delay` seconds unless one is pending already. True if
+    enqueued.
 
     Never raises: a broker that is down leaves the decision saved and the report stale; the next change (or the
     page, which schedules one for a stale report) tries again."""
@@ -78,7 +84,7 @@ def schedule_recompute(workflow: str) -> bool:
         logger.warning("agreement cache: cannot mark a recompute of %s pending", workflow, exc_info=True)
         return False
     try:
-        agreement_recompute.apply_async((workflow,), countdown=DEBOUNCE_SECONDS, retry=False)
+        agreement_recompute.apply_async((workflow,), countdown=recompute_delay(workflow), retry=False)
     except Exception:  # noqa: BLE001 - broker down: log, and let the next change try again
         logger.warning("agreement cache: cannot enqueue a recompute of %s", workflow, exc_info=True)
         try:
@@ -146,6 +152,13 @@ def agreement_recompute(workflow: str) -> None:
         logger.info("agreement cache: %s recomputed in %.2f s", workflow, entry["seconds"])
     finally:
         store().delete(running_key(workflow))
+
+
+def recompute_delay(workflow: str) -> float:
+    """Seconds from the first change of a quiet workflow to its recompute: DEBOUNCE_SECONDS, or COST_FACTOR times
+    the last recompute's duration when that is longer."""
+    last = (stored(workflow) or {}).get("seconds") or 0.0
+    return max(DEBOUNCE_SECONDS, COST_FACTOR * float(last))
 
 
 # ---------------------------------------------------------------------------------------------------- reading

@@ -103,6 +103,19 @@ def test_a_new_decision_schedules_one_recompute_after_commit(django_capture_on_c
     with django_capture_on_commit_callbacks(execute=True):
         services.decision_submit(item=items[2], expert=expert3, value="keep")
     assert enqueued.call_count == 2
+    assert enqueued.call_args.kwargs["countdown"] == agreement_cache.DEBOUNCE_SECONDS  # a quick recompute
+
+
+def test_a_slow_recompute_spaces_out_the_next_one(enqueued, expert):
+    """Steady voting on a large workflow keeps the worker busy with its report at most 1 / (1 + COST_FACTOR) of the
+    time: the next recompute waits COST_FACTOR times the last one's duration when that exceeds the debounce."""
+    slow = {"report": {}, "fingerprint": "x", "computed_at": "2026-11-22T00:00:00+00:00", "seconds": 40.0}
+    agreement_cache.store().set(agreement_cache.report_key(WORKFLOW), slow, None)
+    assert agreement_cache.recompute_delay(WORKFLOW) == agreement_cache.COST_FACTOR * 40.0 == 160.0
+    assert agreement_cache.schedule_recompute(WORKFLOW)
+    assert enqueued.call_args.kwargs["countdown"] == 160.0
+    agreement_cache.store().set(agreement_cache.report_key(WORKFLOW), {**slow, "seconds": 0.2}, None)
+    assert agreement_cache.recompute_delay(WORKFLOW) == agreement_cache.DEBOUNCE_SECONDS
 
 
 def test_other_workflows_are_scheduled_on_their_own(django_capture_on_commit_callbacks, expert, expert2, expert3,
