@@ -137,7 +137,9 @@ class Expert(HttpUser):
             waiting += [r["item"] for r in queue.get("results", []) if r["status"] == "assigned"]
             url = queue.get("next")
         index, count = self.share
-        self.items = waiting[index::count]
+        # Shares by item id, not by place in the list: the sessions of one account fetch the queue at different
+        # moments while the others vote, so their lists differ, and slices of them would overlap.
+        self.items = [item for item in waiting if item % count == index]
         self.item = None
         RESULTS["ready"] += 1
 

@@ -8,7 +8,7 @@ The database must have been seeded by ``manage.py seed_scale`` (``benchmarks/loa
 (DEBUG off), so the figures are the view's own time and SQL, without gunicorn or the network. Each page is fetched
 ``--repeat`` times; the table gives the first fetch (cold: nothing cached in the shared store yet for the pipeline
 page, which this script empties first), the median of the others, and the SQL queries of one fetch.
-Read-only: nothing is written to the database.
+Read-only: each fetch runs in a transaction that is rolled back (the vote too), so nothing is written.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     django.setup()
     from django.conf import settings
     from django.contrib.auth import get_user_model
-    from django.db import connection
+    from django.db import connection, transaction
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
@@ -79,6 +79,8 @@ def main(argv=None) -> int:
          {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "panel"}),
         ("expert: where I left off", expert_client, "/review/task_voting/", {}),
         ("expert: queue API, first page", expert_client, "/api/review/task_voting/queue/", {}),
+        ("expert: submit a vote (htmx; rolled back)", expert_client,
+         f"POST /review/task_voting/items/{waiting}/decision/", {"HTTP_HX_REQUEST": "true"}),
         ("admin: agreement page", admin_client, "/manage/agreement/", {}),
         ("admin: pipeline funnel", admin_client, "/pipeline/", {}),
         ("admin: action log", admin_client, "/manage/log/", {}),
@@ -92,10 +94,14 @@ def main(argv=None) -> int:
     for label, client, url, headers in pages:
         times, queries = [], 0
         for attempt in range(args.repeat):
-            with CaptureQueriesContext(connection) as captured:
+            with transaction.atomic(), CaptureQueriesContext(connection) as captured:
                 started = time.perf_counter()
-                response = client.get(url, **headers)
+                if url.startswith("POST "):
+                    response = client.post(url[5:], {"value": "keep", "comment": ""}, **headers)
+                else:
+                    response = client.get(url, **headers)
                 times.append((time.perf_counter() - started) * 1000)
+                transaction.set_rollback(True)  # read-only: the vote (and anything else) is undone
             if response.status_code != 200:
                 raise SystemExit(f"{url}: HTTP {response.status_code}")
             queries = len(captured)
