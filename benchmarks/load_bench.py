@@ -137,9 +137,10 @@ class Expert(HttpUser):
             waiting += [r["item"] for r in queue.get("results", []) if r["status"] == "assigned"]
             url = queue.get("next")
         index, count = self.share
-        # Shares by item id, not by place in the list: the sessions of one account fetch the queue at different
-        # moments while the others vote, so their lists differ, and slices of them would overlap.
-        self.items = [item for item in waiting if item % count == index]
+        # Shares by a hash of the item id, not by place in the list: the sessions of one account fetch the queue at
+        # different moments while the others vote, so their lists differ and slices of them would overlap. (Not by
+        # id modulo the count either: the seeded panels give an account ids of only a few residues.)
+        self.items = [item for item in waiting if random.Random(item).randrange(count) == index]
         self.item = None
         RESULTS["ready"] += 1
 
