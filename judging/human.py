@@ -27,6 +27,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from annotation.models import Assignment, ReviewItem, Workflow
+from annotation.selectors import queue as review_queue
 from annotation.services import log_action, review_item_open
 from judging import consistency
 from judging.models import GeneratedVideo, HumanScore, PairwiseComparison, PairwisePreference
@@ -53,7 +54,7 @@ def _assign(items: list[ReviewItem], *, experts_per_item: int, assigned_by, work
     pool = list(experts) if experts is not None else list(_experts().order_by("pk"))
     if not pool:
         raise ValidationError("There are no active experts to assign.")
-    loads = dict(Assignment.objects.filter(item__workflow=workflow, expert__in=pool,
+    loads = dict(Assignment.objects.filter(workflow=workflow, expert__in=pool,
                                            status=Assignment.Status.ASSIGNED)
                  .values_list("expert_id").annotate(n=Count("id")).order_by())
     load = {e.pk: loads.get(e.pk, 0) for e in pool}
@@ -304,8 +305,7 @@ def pairwise_results() -> dict[str, list[dict]]:
 
 
 def queue(*, expert, workflow: str):
-    return (Assignment.objects.filter(expert=expert, item__workflow=workflow)
-            .exclude(status=Assignment.Status.PASSED).select_related("item").order_by("position", "pk"))
+    return review_queue(expert=expert, workflow=workflow)
 
 
 def media_token(*, expert, video: GeneratedVideo) -> str:

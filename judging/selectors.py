@@ -302,3 +302,29 @@ def scoring_dimension_labels():
     from rubrics.models import Dimension
 
     return Dimension.choices
+
+
+# ------------------------------------------------------------------------------------------- human evaluation
+
+
+def human_eval_status() -> dict:
+    """What has been sent to the experts: per workflow (scores, pairwise) the items and their assignments by status,
+    and per model its readable videos and how many of them are sampled for scoring. Four queries."""
+    from annotation.models import Assignment, ReviewItem, Workflow  # the review machinery's own models
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import Count, Q
+
+    workflows = (Workflow.HUMAN_EVAL.value, Workflow.PAIRWISE.value)
+    status = {w: {"items": 0, "assigned": 0, "done": 0, "passed": 0} for w in workflows}
+    for row in ReviewItem.objects.filter(workflow__in=workflows).values("workflow").annotate(n=Count("id")):
+        status[row["workflow"]]["items"] = row["n"]
+    for row in (Assignment.objects.filter(workflow__in=workflows).values("workflow", "status")
+                .annotate(n=Count("id")).order_by()):
+        status[row["workflow"]][row["status"]] = row["n"]
+    sampled = ReviewItem.objects.filter(workflow=Workflow.HUMAN_EVAL,
+                                        content_type=ContentType.objects.get_for_model(GeneratedVideo))
+    models = list(ModelUnderTest.objects.order_by("name").annotate(
+        readable=Count("videos", filter=Q(videos__status=GeneratedVideo.Status.OK)),
+        sampled=Count("videos", filter=Q(videos__pk__in=sampled.values("object_id")))))
+    return {"scores": status[Workflow.HUMAN_EVAL.value], "pairwise": status[Workflow.PAIRWISE.value],
+            "models": models}

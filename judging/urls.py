@@ -13,6 +13,8 @@ urlpatterns = [
     path("judging/judgements/<int:run_id>/<int:index>/", views.judgement_detail, name="judging-judgement"),
     path("judging/consistency/", views.consistency_page, name="judging-consistency"),
     path("judging/consistency.json", views.consistency_json, name="judging-consistency-json"),
+    # human evaluation: admins sample videos and comparisons for the experts
+    path("judging/human/sample/", views.human_sample, name="judging-human-sample"),
     # blind human evaluation: experts
     path("judging/human/", views.human_queue, name="judging-human"),
     path("judging/human/<int:item_id>/scores/", views.human_submit, name="judging-human-submit"),

@@ -23,6 +23,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from judging import consistency, human, report, selectors
+from judging.forms import HumanEvalSampleForm
 from judging.models import GeneratedVideo, JudgeRun, ModelUnderTest, PairwiseComparison
 from microverse_site.roles import ADMIN, EXPERT, RESEARCHER, role_required
 from rubrics.models import BenchmarkTask, Dimension, Level
@@ -40,6 +41,34 @@ DIM_COLUMNS = [(d, DIMENSION_LABELS[d], (lambda dim: lambda r: r["dimensions"].g
 
 def _request_id(request) -> str:
     return getattr(request, "request_id", "")
+
+
+# ------------------------------------------------------------------------------------------ human-eval sampling
+
+
+@role_required(ADMIN)
+def human_sample(request):
+    """Admins send generated videos to the experts: a seeded sample of videos to score criterion by criterion, or of
+    blind pairwise comparisons, each given to the least-loaded experts. Shows what is out there already."""
+    form = HumanEvalSampleForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        models = list(data["models"]) or None
+        try:
+            if data["kind"] == "pairwise":
+                made = human.pairwise_sample(n=data["n"], seed=data["seed"], models=models,
+                                             experts_per_item=data["experts_per_item"], assigned_by=request.user)
+                messages.success(request, f"{len(made)} pairwise comparison(s) sampled (seed {data['seed']}).")
+            else:
+                made = human.human_eval_sample(n=data["n"], seed=data["seed"], models=models,
+                                               experts_per_item=data["experts_per_item"], assigned_by=request.user)
+                messages.success(request, f"{len(made)} video(s) sampled for scoring (seed {data['seed']}).")
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect("judging-human-sample")
+    return render(request, "judging/human_sample.html",
+                  {"form": form, "status": selectors.human_eval_status()}, status=400 if form.errors else 200)
 
 
 # ---------------------------------------------------------------------------------------------------- leaderboard

@@ -270,3 +270,59 @@ def test_pairwise_page_is_blind_and_records_choice(client, comparison, expert):
     preference = PairwisePreference.objects.get(expert=expert)
     expected = "a" if human.a_shown_left(expert=expert, comparison=comparison) else "b"
     assert preference.choice == expected
+
+
+# ------------------------------------------------------------------------------------------- the sampling page
+
+
+def test_an_admin_samples_videos_and_comparisons_from_the_page(client, videos, admin_user, expert, expert2, expert3,
+                                                               django_assert_max_num_queries):
+    client.force_login(admin_user)
+    page = client.get(reverse("judging-human-sample"))
+    assert page.status_code == 200
+    assert [m.name for m in page.context["status"]["models"]] == sorted(MODEL_NAMES)
+    assert page.context["status"]["scores"] == {"items": 0, "assigned": 0, "done": 0, "passed": 0}
+
+    sent = client.post(reverse("judging-human-sample"), {"kind": "scores", "n": 3, "seed": 7, "experts_per_item": 2})
+    assert sent.status_code == 302
+    assert ReviewItem.objects.filter(workflow="human_eval").count() == 3
+    assert Assignment.objects.filter(workflow="human_eval").count() == 6
+    # the page's sample is the service's sample (same seed, same videos)
+    sampled = set(ReviewItem.objects.filter(workflow="human_eval").values_list("object_id", flat=True))
+    assert sampled == {v.pk for v in human.human_eval_sample(n=3, seed=7)}
+    assert ActionLog.objects.filter(verb="human_eval_sample", actor=admin_user).count() == 1
+
+    alpha, beta = ModelUnderTest.objects.order_by("name")
+    sent = client.post(reverse("judging-human-sample"), {"kind": "pairwise", "models": [alpha.pk, beta.pk], "n": 2,
+                                                         "seed": 1, "experts_per_item": 3})
+    assert sent.status_code == 302
+    assert PairwiseComparison.objects.count() == 2
+    assert Assignment.objects.filter(workflow="pairwise").count() == 6
+    with django_assert_max_num_queries(12):
+        page = client.get(reverse("judging-human-sample"))
+    status = page.context["status"]
+    assert status["scores"]["items"] == 3 and status["scores"]["assigned"] == 6
+    assert status["pairwise"] == {"items": 2, "assigned": 6, "done": 0, "passed": 0}
+    assert sum(m.sampled for m in status["models"]) == 3 and all(m.readable == 4 for m in status["models"])
+    assert "2 pairwise comparison(s) sampled" in page.content.decode()
+
+
+def test_a_refused_sample_says_why_and_assigns_nothing(client, videos, admin_user, expert):
+    client.force_login(admin_user)
+    alpha = ModelUnderTest.objects.order_by("name").first()
+    url = reverse("judging-human-sample")
+    for data, reason in [({"kind": "pairwise", "models": [alpha.pk], "n": 2, "seed": 1, "experts_per_item": 1},
+                          "at least two models"),
+                         ({"kind": "scores", "n": 0, "seed": 1, "experts_per_item": 1}, "greater than or equal to 1"),
+                         ({"kind": "scores", "n": "many", "seed": 1, "experts_per_item": 1}, "whole number"),
+                         ({"kind": "scores", "models": [99999], "n": 2, "seed": 1, "experts_per_item": 1},
+                          "valid choice")]:
+        answer = client.post(url, data)
+        assert answer.status_code == 400 and reason in answer.content.decode(), data
+    # no active expert: the service refuses, the page shows it
+    expert.is_active = False
+    expert.save()
+    answer = client.post(url, {"kind": "scores", "n": 2, "seed": 1, "experts_per_item": 1})
+    assert answer.status_code == 400 and "no active experts" in answer.content.decode()
+    assert not ReviewItem.objects.filter(workflow__in=["human_eval", "pairwise"]).exists()
+    assert not Assignment.objects.exists()

@@ -216,6 +216,7 @@ EXPECTED = {
     "judging-judgement": {"GET": (L, 403, 403, 200, 200, 403)},
     "judging-consistency": {"GET": (L, 403, 403, 200, 200, 403)},
     "judging-consistency-json": {"GET": (L, 403, 403, 200, 200, 403)},
+    "judging-human-sample": {"GET": (L, 403, 403, 200, 403, 403), "POST": (L, 403, 403, 400, 403, 403)},
     "judging-human": {"GET": (L, 200, 200, 403, 403, 403)},
     "judging-human-submit": {"GET": (405, 405, 405, 405, 405, 405), "POST": (L, 302, 403, 403, 403, 403)},
     "judging-pairwise": {"GET": (L, 200, 200, 403, 403, 403)},
