@@ -12,8 +12,10 @@
   answered (same model, messages and parameters: :func:`microverse_site.llm.request_hash`) is not paid again: its
   recorded ok answer is reused, so a rerun after a crash costs nothing for what was already answered.
 * :func:`judge_run_start` - queues one Celery task (``judging.tasks.judge_one``, queue "llm") per PENDING judgement;
-  :func:`judge_run_execute` judges them in this process with a thread pool (the ``judge_videos`` command);
-  :func:`judge_run_cancel`, :func:`judge_run_progress`. A run is DONE when nothing is pending or running.
+  :func:`judge_run_execute` judges them in this process (the ``judge_videos`` command), with the same claims, calls
+  and records, pipelined so that the endpoint's slots never wait on this process's own work (see "in-process
+  runner" below); :func:`judge_run_cancel`, :func:`judge_run_progress`. A run is DONE when nothing is pending or
+  running.
 
 Claim and concurrency limit per endpoint
 ----------------------------------------
@@ -26,8 +28,10 @@ in flight per endpoint across all of them; no Redis is needed, and nothing leaks
 than the lease no longer counts and is taken back (:func:`judge_run_start`, or the re-delivered task). Runs that
 share an endpoint share its slots; each claims up to its own ``concurrency``. The parallelism itself comes from the
 worker (``celery -A microverse_site worker -Q llm --pool threads -c 16``; the embedded filesystem broker with one
-solo worker runs one call at a time) or from :func:`judge_run_execute`'s thread pool (``--concurrency N``). A task
-that finds no free slot waits a few seconds, then re-queues itself with a countdown.
+solo worker runs one call at a time) or from :func:`judge_run_execute`'s threads (``--concurrency N``). A task
+that finds no free slot waits a few seconds, then re-queues itself with a countdown. :func:`judge_run_execute` also
+hands a slot from one of its claims to its next one in one transaction (:func:`_claim_in_slot`): the count of live
+claims stays the same, so the limit holds without counting again.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -261,7 +266,7 @@ def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool,
     if not slots:
         return "claimed" if Judgement.objects.filter(pk=judgement_id, status__in=statuses).update(
             status=RUNNING, updated_at=now - timedelta(seconds=lease)) else "gone"  # past the lease: holds no slot
-    with transaction.atomic():
+    with _unflushed_transaction():
         _endpoint_lock(run.base_url)
         busy = (Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
                                          updated_at__gte=now - timedelta(seconds=lease))
@@ -305,20 +310,35 @@ def _criteria(version_id: int, dimension: str, created_at: object = None) -> tup
                  .values_list("description", "polarity", "weight"))
 
 
+def _frames_for(judgement: Judgement) -> list[bytes]:
+    """The JPEG bytes of the judgement's video's judge frames (extracted the first time)."""
+    video = judgement.video
+    if video is None or video.status != GeneratedVideo.Status.OK:
+        raise UnreadableVideo("the task has no readable video")
+    return frames_read(frames_extract(video=video, n=judgement.run.frames_per_video))
+
+
+def _messages(judgement: Judgement, criteria: tuple, frames: list[bytes]) -> list[dict]:
+    return prompts.judge_messages(
+        prompt=judgement.task.prompt, requirement=judgement.task.requirement, dimension=judgement.dimension,
+        criteria=[prompts.PromptCriterion(description=d, polarity=p, weight=w) for d, p, w in criteria],
+        frames=frames)
+
+
+def _no_criteria(judgement: Judgement) -> JudgeRunError:
+    return JudgeRunError(f"the rubric has no {judgement.dimension} criteria")
+
+
 def judge_messages_for(judgement: Judgement) -> tuple[list[dict], int]:
     """The chat messages for a judgement (extracting its video's frames if needed) and its number of criteria."""
     criteria = _criteria(judgement.rubric_version_id, judgement.dimension, judgement.rubric_version.created_at)
     if not criteria:
-        raise JudgeRunError(f"the rubric has no {judgement.dimension} criteria")
-    video = judgement.video
-    if video is None or video.status != GeneratedVideo.Status.OK:
-        raise UnreadableVideo("the task has no readable video")
-    names = frames_extract(video=video, n=judgement.run.frames_per_video)
-    messages = prompts.judge_messages(
-        prompt=judgement.task.prompt, requirement=judgement.task.requirement, dimension=judgement.dimension,
-        criteria=[prompts.PromptCriterion(description=d, polarity=p, weight=w) for d, p, w in criteria],
-        frames=frames_read(names))
-    return messages, len(criteria)
+        raise _no_criteria(judgement)
+    return _messages(judgement, criteria, _frames_for(judgement)), len(criteria)
+
+
+def _validator(n_criteria: int) -> Callable:
+    return partial(prompts.validate_judgement, n_criteria=n_criteria)
 
 
 def _cached_call(model: str, messages: list[dict], validate: Callable) -> tuple[LLMCall, tuple] | None:
@@ -333,20 +353,53 @@ def _cached_call(model: str, messages: list[dict], validate: Callable) -> tuple[
     return None
 
 
-def _record(judgement_id: int, **fields) -> bool:
-    """Write the outcome if the judgement is still claimed (a stale claim taken over by another does not write)."""
+def _scored(value: tuple, text: str, call_id: int | None) -> dict:
+    scores, reasoning = value
+    return dict(status=SCORED, scores=scores, reasoning=reasoning, raw_response=text, flag_reason="",
+                llm_call_id=call_id)
+
+
+def _flagged(reason: str, **fields) -> dict:
+    return dict(status=FLAGGED, flag_reason=reason[:2000], scores=None, **fields)
+
+
+def _unreadable(exc: UnreadableVideo) -> dict:
+    return _flagged(f"{NO_VIDEO}: the video's frames cannot be read ({exc.reason})")
+
+
+def _internal_error(judgement_id: int, exc: Exception) -> dict:
+    """A bug or an unexpected failure: flagged with the reason, never left claimed."""
+    logger.error("judgement %s: internal error", judgement_id, exc_info=exc)
+    return _flagged(f"internal error: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _unflushed_transaction():
+    """A transaction for claims and results that, on PostgreSQL, does not wait for its log flush (synchronous_commit
+    off for this transaction only: a wave's commits no longer queue behind each other's disk writes). Only a crash of
+    the database server itself can lose such a commit, never one of this process; and a lost claim or result costs
+    nothing: the judgement is claimed again and answered from its recorded call (LLMCall rows keep the default)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+def _record(judgement_id: int, *, claimed: bool = True, **fields) -> bool:
+    """Write the outcome if the judgement is still claimed (a stale claim taken over by another does not write);
+    ``claimed=False``: if it is still PENDING (an outcome known without a call is written in one statement)."""
     fields["updated_at"] = timezone.now()
-    return bool(Judgement.objects.filter(pk=judgement_id, status=RUNNING).update(**fields))
+    with _unflushed_transaction():
+        return bool(Judgement.objects.filter(pk=judgement_id, status=RUNNING if claimed else PENDING)
+                    .update(**fields))
 
 
 def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = False,
-              stop: threading.Event | None = None, finish_run: bool = True,
-              gate: threading.Semaphore | None = None) -> Outcome:
+              stop: threading.Event | None = None, finish_run: bool = True) -> Outcome:
     """Judge one judgement (see the module docstring). `wait`: seconds to wait for a free endpoint slot (None: as long
     as it takes); `reclaim`: also take over a judgement already claimed (a re-delivered task whose worker died);
-    `finish_run`: mark the run DONE when this was its last judgement (a caller that checks at the end says False);
-    `gate`: a semaphore of this process held around the claim and the call (the in-process runner's threads wait on
-    it, so they wake at once when a slot frees, instead of polling the database).
+    `finish_run`: mark the run DONE when this was its last judgement (a caller that checks at the end says False).
 
     The prompt is built and the recorded answers are looked up before the slot is claimed: a slot is held only for
     the call itself."""
@@ -372,41 +425,41 @@ def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = Fa
                              slots=False) == "claimed"
             if not claimed:
                 return Outcome("gone")
-            reason = f"{NO_VIDEO}: the video's frames cannot be read ({exc.reason})"
-            _record(judgement_id, status=FLAGGED, flag_reason=reason, scores=None)
-            return Outcome(FLAGGED, reason)
-        validate = partial(prompts.validate_judgement, n_criteria=n_criteria)
+            fields = _unreadable(exc)
+            _record(judgement_id, **fields)
+            return Outcome(FLAGGED, fields["flag_reason"])
+        validate = _validator(n_criteria)
         cached = _cached_call(run.judge_model, messages, validate)
         if cached is not None:  # nothing to pay: no endpoint slot needed
             claimed = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop,
                              slots=False) == "claimed"
             if not claimed:
                 return Outcome("gone")
-            row, (scores, reasoning) = cached
-            _record(judgement_id, status=SCORED, scores=scores, reasoning=reasoning, raw_response=row.response_text,
-                    flag_reason="", llm_call=row)
+            row, value = cached
+            _record(judgement_id, **_scored(value, row.response_text, row.pk))
             return Outcome(SCORED, cached=True)
-        with (gate if gate is not None else contextlib.nullcontext()):
-            outcome = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop)
-            if outcome != "claimed":
-                return Outcome(outcome)
-            claimed = True
-            return _call(judgement_id, run, config, messages, validate)
-    except Exception as exc:  # a bug or an unexpected failure: flagged with the reason, never left claimed
-        logger.exception("judgement %s: internal error", judgement_id)
-        reason = f"internal error: {type(exc).__name__}: {exc}"[:2000]
+        outcome = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=wait, stop=stop)
+        if outcome != "claimed":
+            return Outcome(outcome)
+        claimed = True
+        fields = _ask(run, config, messages, validate)
+        _record(judgement_id, **fields)
+        return Outcome(fields["status"], fields["flag_reason"])
+    except Exception as exc:  # noqa: BLE001 - flagged with the reason, never left claimed
+        fields = _internal_error(judgement_id, exc)
         if not claimed:
             claimed = _claim(judgement_id, run, lease=lease, reclaim=reclaim, wait=0.0, slots=False) == "claimed"
         if claimed:
-            _record(judgement_id, status=FLAGGED, flag_reason=reason, scores=None)
-        return Outcome(FLAGGED if claimed else "gone", reason)
+            _record(judgement_id, **fields)
+        return Outcome(FLAGGED if claimed else "gone", fields["flag_reason"])
     finally:
         if finish_run and claimed:
             _finish_if_done(run.pk)
 
 
-def _call(judgement_id: int, run: JudgeRun, config: llm.LLMSettings, messages: list[dict],
-          validate: Callable) -> Outcome:
+def _ask(run: JudgeRun, config: llm.LLMSettings, messages: list[dict], validate: Callable) -> dict:
+    """Call the judge (retries, 413 shrinking, one repair turn: :func:`microverse_site.llm.chat`, which writes the
+    LLMCall row); the judgement's fields for the outcome, scored or flagged with the reason."""
     try:
         result = llm.chat(purpose=PURPOSE, messages=messages, validate=validate, max_repairs=1,
                           shrink=llm.halve_images, model=run.judge_model, config=config)
@@ -414,85 +467,292 @@ def _call(judgement_id: int, run: JudgeRun, config: llm.LLMSettings, messages: l
         raw = ""
         if exc.call_id:
             raw = LLMCall.objects.filter(pk=exc.call_id).values_list("response_text", flat=True).first() or ""
-        _record(judgement_id, status=FLAGGED, flag_reason=exc.reason[:2000], scores=None, reasoning="",
-                raw_response=raw, llm_call_id=exc.call_id)
-        return Outcome(FLAGGED, exc.reason)
-    scores, reasoning = result.value
-    _record(judgement_id, status=SCORED, scores=scores, reasoning=reasoning, raw_response=result.text,
-            flag_reason="", llm_call_id=result.call_id)
-    return Outcome(SCORED, cached=result.cached)
+        return _flagged(exc.reason, reasoning="", raw_response=raw, llm_call_id=exc.call_id)
+    return _scored(result.value, result.text, result.call_id)
 
 
 # ------------------------------------------------------------------------------------------ in-process runner
+#
+# judge_run_execute keeps `size` requests in flight and keeps every other piece of work off the path from one answer
+# arriving to the next request leaving. That path is what costs: on a small machine the calls of a wave end together
+# and their threads compete for the GIL, so each millisecond spent there is paid once per wave.
+#
+# * One preparer thread builds the requests ahead, in order: the run's judgements with their tasks and videos, and
+#   the criteria, are read in two queries up front; a video's frames are read once for its three dimensions; the
+#   recorded answers of a batch are looked up in one query. A judgement answered before (same request hash), or
+#   whose video has no readable frames, is written at once and takes no slot.
+# * 2 x size caller threads take the prepared requests. A caller takes one of `size` in-process slots, claims its
+#   judgement and calls the judge; the slot goes back from inside validation, the moment an answer is usable (no
+#   repair turn will follow), so another caller's request leaves while this one still writes the LLMCall and
+#   Judgement rows. Those rows are written by the caller itself right after, before it takes another request.
+# * The database side of a slot (the endpoint's limit across processes) travels with it: the next claim in the slot
+#   releases the previous holder's claim (backdating it past the lease, as a claim that holds no slot is) and claims
+#   its own judgement in ONE transaction, so the number of counted claims on the endpoint never grows and no lock or
+#   count is needed. A slot whose holder is no longer a live claim (first use, or its result already written) makes a
+#   counted claim under the endpoint lock (:func:`_try_claim`), as every claim did before.
+#
+# Crash safety: a released claim stays RUNNING until its result is written; a killed process leaves it RUNNING, never
+# counted as done, and the next judge_run_execute takes it back and reuses its recorded ok answer without paying.
+
+
+@dataclasses.dataclass
+class _Request:
+    """A judgement ready to be judged: its messages and validator; or `fields`, its outcome, known without a call."""
+
+    judgement_id: int
+    messages: list[dict] | None = None
+    validate: Callable | None = None
+    fields: dict | None = None
+
+
+class _Slot:
+    """One of the runner's permits to have a request in flight, with the judgement whose live claim holds the
+    endpoint's slot in the database for it (None: no claim)."""
+
+    __slots__ = ("holder",)
+
+    def __init__(self) -> None:
+        self.holder: int | None = None
+
+
+def _claim_in_slot(slot: _Slot, judgement_id: int, run: JudgeRun, *, lease: float) -> str:
+    """Claim `judgement_id` in `slot` (see above): "claimed", "busy" or "gone" (no longer PENDING)."""
+    holder, slot.holder = slot.holder, None
+    if holder is not None:
+        now = timezone.now()
+        backdated = now - timedelta(seconds=lease)
+        with _unflushed_transaction():
+            released = Judgement.objects.filter(pk=holder, status=RUNNING, updated_at__gte=backdated).update(
+                updated_at=backdated)
+            claimed = released and Judgement.objects.filter(pk=judgement_id, status=PENDING).update(
+                status=RUNNING, updated_at=now)
+        if released:  # a handover: one counted claim out, at most one in
+            if claimed:
+                slot.holder = judgement_id
+            return "claimed" if claimed else "gone"
+    outcome = _try_claim(judgement_id, run, lease=lease, reclaim=False)
+    if outcome == "claimed":
+        slot.holder = judgement_id
+    return outcome
+
+
+def _criteria_of_pending(run: JudgeRun) -> dict[tuple[int, str], tuple]:
+    """(rubric version id, dimension) -> its criteria in order, for the run's PENDING judgements, in one query."""
+    versions = Judgement.objects.filter(run=run, status=PENDING).values("rubric_version_id")
+    criteria: dict[tuple[int, str], list] = {}
+    for version_id, dimension, *criterion in (Criterion.objects.filter(version_id__in=versions)
+                                              .order_by("version_id", "dimension", "position")
+                                              .values_list("version_id", "dimension", "description", "polarity",
+                                                           "weight")):
+        criteria.setdefault((version_id, dimension), []).append(tuple(criterion))
+    return {key: tuple(value) for key, value in criteria.items()}
+
+
+class _Runner:
+    """One :func:`judge_run_execute` (see the comment above)."""
+
+    def __init__(self, run: JudgeRun, *, size: int, progress: Callable[[dict], None] | None,
+                 stop: threading.Event):
+        self.run, self.size, self.progress, self.stop = run, size, progress, stop
+        self.config = _config(run)
+        self.lease = lease_seconds(self.config)
+        self.counts = judge_run_progress(run)
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.ready: queue.Queue = queue.Queue(maxsize=2 * size)  # prepared requests: enough for a wave and the next
+        self.slots: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(size):
+            self.slots.put(_Slot())
+
+    def execute(self) -> None:
+        rows = list(Judgement.objects.filter(run=self.run, status=PENDING).select_related("task", "video")
+                    .order_by("task__index", "dimension"))
+        if not rows:
+            return
+        for row in rows:
+            row.run = self.run
+        criteria = _criteria_of_pending(self.run)
+        callers = min(len(rows), 2 * self.size)
+        threads = [threading.Thread(target=self._thread, args=(self.prepare_all, rows, criteria, callers),
+                                    name=f"judge-run-{self.run.pk}-prepare", daemon=True)]
+        threads += [threading.Thread(target=self._thread, args=(self.call_all,),
+                                     name=f"judge-run-{self.run.pk}-{i}", daemon=True) for i in range(callers)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._watch(threads)
+        except BaseException:
+            self.stop.set()
+            for thread in threads:
+                thread.join()
+            raise
+        if self.errors:
+            raise self.errors[0]
+
+    def _thread(self, target: Callable, *args) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by execute()
+            self.errors.append(exc)
+            self.stop.set()
+        finally:
+            connection.close()  # each thread has its own connection
+
+    def _watch(self, threads: list[threading.Thread]) -> None:
+        """Wait for the threads; a cancelled run stops them (requests in flight finish and are recorded)."""
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+                if not self.stop.is_set() and JudgeRun.objects.filter(
+                        pk=self.run.pk, status=JudgeRun.Status.CANCELLED).exists():
+                    self.stop.set()
+
+    def _finished(self, status: str) -> None:
+        with self.lock:
+            if status in (SCORED, FLAGGED):
+                counts = self.counts
+                counts["pending"] -= 1
+                counts[status] += 1
+                counts["finished"] += 1
+                counts["percent"] = round(100.0 * counts["finished"] / counts["total"], 1) if counts["total"] else 100
+            if self.progress is not None:
+                self.progress(dict(self.counts))
+
+    # ------------------------------------------------------------------------------------ the preparer thread
+
+    def prepare_all(self, rows: list[Judgement], criteria: dict, callers: int) -> None:
+        frames: dict[int | None, list[bytes]] = {}  # the current video's frames (rows come task by task)
+        for start in range(0, len(rows), self.size):
+            if self.stop.is_set():
+                return
+            batch = [self._prepare(row, criteria, frames) for row in rows[start:start + self.size]]
+            self._look_up_answers(batch)
+            for request in batch:
+                if request.fields is not None:  # known without a call: written now, no slot taken
+                    ok = _record(request.judgement_id, claimed=False, **request.fields)
+                    self._finished(request.fields["status"] if ok else "gone")
+                elif not self._put(request):
+                    return
+        for _ in range(callers):
+            self._put(None)
+
+    def _prepare(self, row: Judgement, criteria: dict, frames: dict) -> _Request:
+        try:
+            found = criteria.get((row.rubric_version_id, row.dimension))
+            if not found:
+                raise _no_criteria(row)
+            if row.video_id not in frames:
+                frames.clear()
+                frames[row.video_id] = _frames_for(row)
+            return _Request(row.pk, messages=_messages(row, found, frames[row.video_id]),
+                            validate=_validator(len(found)))
+        except UnreadableVideo as exc:
+            return _Request(row.pk, fields=_unreadable(exc))
+        except Exception as exc:  # noqa: BLE001 - flagged with the reason, as judge_one does
+            return _Request(row.pk, fields=_internal_error(row.pk, exc))
+
+    def _look_up_answers(self, batch: list[_Request]) -> None:
+        """Recorded ok answers to exactly these requests (the latest 3 per request that still validate, as
+        :func:`_cached_call`), in one query: such a judgement is scored from it, without a call."""
+        asked: dict[str, list[_Request]] = {}
+        for request in batch:
+            if request.fields is None:
+                asked.setdefault(llm.request_hash(self.run.judge_model, request.messages, {}), []).append(request)
+        if not asked:
+            return
+        tried: dict[str, int] = {}
+        for pk, hash_, text in (LLMCall.objects.filter(purpose=PURPOSE, status="ok", request_hash__in=list(asked))
+                                .order_by("-created_at", "-id").values_list("pk", "request_hash", "response_text")):
+            tried[hash_] = tried.get(hash_, 0) + 1
+            if tried[hash_] > 3:
+                continue
+            for request in asked[hash_]:
+                if request.fields is None:
+                    with contextlib.suppress(ValueError):
+                        request.fields = _scored(request.validate(text), text, pk)
+
+    def _put(self, request: _Request | None) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ready.put(request, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # ------------------------------------------------------------------------------------- the caller threads
+
+    def call_all(self) -> None:
+        while not self.stop.is_set():
+            try:
+                request = self.ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if request is None:
+                return
+            self._finished(self._judge(request))
+
+    def _judge(self, request: _Request) -> str:
+        """Claim, call and record one prepared judgement; its final status, or "busy"/"gone" (left as it is)."""
+        slot = self._take_slot()
+        if slot is None:
+            return "busy"
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self.slots.put(slot)
+
+        def validate(text: str):
+            value = request.validate(text)
+            give_back()  # a usable answer: this call sends nothing more, so the slot may carry the next request
+            return value
+
+        try:
+            outcome = self._claim(slot, request.judgement_id)
+            if outcome != "claimed":
+                return outcome
+            try:
+                fields = _ask(self.run, self.config, request.messages, validate)
+            except Exception as exc:  # noqa: BLE001 - flagged with the reason, never left claimed
+                fields = _internal_error(request.judgement_id, exc)
+        finally:
+            give_back()
+        return fields["status"] if _record(request.judgement_id, **fields) else "gone"
+
+    def _take_slot(self) -> _Slot | None:
+        while not self.stop.is_set():
+            try:
+                return self.slots.get(timeout=0.2)
+            except queue.Empty:
+                continue
+        return None
+
+    def _claim(self, slot: _Slot, judgement_id: int) -> str:
+        """Claim in `slot`, waiting while the endpoint has no free slot (other processes use it too)."""
+        while True:
+            outcome = _claim_in_slot(slot, judgement_id, self.run, lease=self.lease)
+            if outcome != "busy" or self.stop.is_set():
+                return outcome
+            time.sleep(SLOT_POLL_SECONDS * (1 + random.random()))
 
 
 def judge_run_execute(*, run: JudgeRun, workers: int | None = None,
                       progress: Callable[[dict], None] | None = None, stop: threading.Event | None = None) -> dict:
     """Judge every PENDING judgement of `run` in this process, at most `workers` (default ``run.concurrency``) calls
-    in flight, each also bounded by the endpoint's slots in the database. Claims of this run left by a process that
-    died are taken back first (nothing else is assumed to work on the run meanwhile).
+    in flight, each also bounded by the endpoint's slots in the database (see the comment above). Claims of this run
+    left by a process that died are taken back first (nothing else is assumed to work on the run meanwhile).
 
-    Twice as many threads as calls in flight: while a call waits for its answer, another thread already builds the
-    next prompt and looks up recorded answers, then waits on a semaphore of `workers` permits, so it takes a slot the
-    moment one frees. Each thread keeps its own database connection and closes it at the end. `progress` is called
-    with :func:`judge_run_progress`-style counts after each judgement; `stop` (an Event) ends it early, the rest
-    staying PENDING. Returns the final progress."""
-    import queue
-
+    `progress` is called with :func:`judge_run_progress`-style counts after each judgement; `stop` (an Event) ends
+    it early, and so does cancelling the run (:func:`judge_run_cancel`, seen within half a second): calls in flight
+    finish and are recorded, the rest stays PENDING. Returns the final progress."""
     _reclaim(run, older_than=None)
     JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, error="")
     JudgeRun.objects.filter(pk=run.pk, started_at=None).update(started_at=timezone.now())
-    ids = list(Judgement.objects.filter(run=run, status=PENDING).order_by("task__index", "dimension")
-               .values_list("pk", flat=True))
     stop = stop or threading.Event()
-    counts = judge_run_progress(run)
-    lock = threading.Lock()
-    size = max(1, int(workers or run.concurrency))
-    gate = threading.BoundedSemaphore(size)
-    work: queue.SimpleQueue = queue.SimpleQueue()
-    for pk in ids:
-        work.put(pk)
-    errors: list[BaseException] = []
-
-    def done(outcome: Outcome) -> None:
-        with lock:
-            if outcome.status in (SCORED, FLAGGED):
-                counts["pending"] -= 1
-                counts[outcome.status] += 1
-                counts["finished"] += 1
-                counts["percent"] = round(100.0 * counts["finished"] / counts["total"], 1) if counts["total"] else 100
-            if progress is not None:
-                progress(dict(counts))
-
-    def worker() -> None:
-        try:
-            while not stop.is_set():
-                try:
-                    pk = work.get_nowait()
-                except queue.Empty:
-                    return
-                done(judge_one(judgement_id=pk, wait=None, stop=stop, finish_run=False, gate=gate))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            errors.append(exc)
-            stop.set()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, name=f"judge-run-{run.pk}-{i}", daemon=True)
-               for i in range(min(len(ids), 2 * size))]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    except BaseException:
-        stop.set()
-        for thread in threads:
-            thread.join()
-        raise
-    if errors:
-        raise errors[0]
+    _Runner(run, size=max(1, int(workers or run.concurrency)), progress=progress, stop=stop).execute()
     if not _finish_if_done(run.pk) and stop.is_set():
         JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.Status.RUNNING).update(status=JudgeRun.Status.QUEUED)
     run.refresh_from_db()

@@ -6,17 +6,19 @@ import re
 import shutil
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from datasets.video_io import index_colour, make_test_video
 from judging import runs, videos
 from judging.models import GeneratedVideo, JudgeRun, Judgement
 from microverse_site.models import LLMCall
-from tests.fakes.chat_server import NotJSON, RateLimited, ServerError, TooLarge
+from tests.fakes.chat_server import Delay, NotJSON, RateLimited, ServerError, TooLarge
 from tests.helpers import import_release_subset
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg is not installed")
@@ -233,6 +235,52 @@ def test_concurrency_is_bounded_per_endpoint(benchmark, media, folder, llm_endpo
     final = runs.judge_run_execute(run=run, workers=6)  # more threads than slots: the slots bound the calls
     assert final["scored"] == 9 and peak[0] == 2
     assert time.monotonic() - started >= 0.3 * 9 / 2 - 0.05
+
+
+def live_claims(lease):
+    fresh = timezone.now() - timedelta(seconds=lease)
+    return sorted(Judgement.objects.filter(status="running", updated_at__gte=fresh).values_list("pk", flat=True))
+
+
+def test_a_slot_is_handed_on_without_growing_the_endpoint_count(benchmark, media, folder, llm_endpoint):
+    run = make_run(folder, concurrency=1)
+    first, second, third, fourth = Judgement.objects.filter(run=run, status="pending").order_by("pk")[:4]
+    lease = runs.lease_seconds()
+    slot = runs._Slot()
+    assert runs._claim_in_slot(slot, first.pk, run, lease=lease) == "claimed"
+    assert runs._claim_in_slot(runs._Slot(), second.pk, run, lease=lease) == "busy"  # the endpoint's one slot
+    # handed on: the first claim no longer counts but stays running (not done) until its result is written
+    assert runs._claim_in_slot(slot, second.pk, run, lease=lease) == "claimed"
+    assert live_claims(lease) == [second.pk] and Judgement.objects.get(pk=first.pk).status == "running"
+    assert runs._record(first.pk, status="scored", scores=[1] * 5)
+    # the holder's result is written (it holds nothing now) and another process took the free slot meanwhile:
+    # the next claim in this slot counts again and waits
+    assert runs._record(second.pk, status="scored", scores=[1] * 5)
+    Judgement.objects.filter(pk=third.pk).update(status="running", updated_at=timezone.now())
+    assert runs._claim_in_slot(slot, fourth.pk, run, lease=lease) == "busy" and slot.holder is None
+    Judgement.objects.filter(pk=third.pk).update(status="pending")
+    assert runs._claim_in_slot(slot, fourth.pk, run, lease=lease) == "claimed" and live_claims(lease) == [fourth.pk]
+    # a judgement another process already finished is "gone", and the handover still frees the slot
+    assert runs._claim_in_slot(slot, first.pk, run, lease=lease) == "gone" and live_claims(lease) == []
+
+
+def test_cancelling_stops_a_run_in_process_and_a_rerun_pays_nothing_twice(benchmark, media, folder, llm_endpoint):
+    llm_endpoint.responder = lambda body: Delay(0.3, then=answer_for(body))
+    run = make_run(folder, concurrency=1)
+
+    def cancel_after_the_first(counts):
+        if counts["finished"] == 4:  # the 3 "no video" rows, then the first call
+            runs.judge_run_cancel(run=JudgeRun.objects.get(pk=run.pk))
+
+    final = runs.judge_run_execute(run=run, progress=cancel_after_the_first)
+    run.refresh_from_db()
+    asked = len(llm_endpoint.chat_requests())
+    assert run.status == "cancelled" and final["running"] == 0 and 1 <= final["scored"] <= 4 < 9
+    assert final["pending"] == 9 - final["scored"] and asked == final["scored"]  # every call made is recorded
+    # resumed: only what is missing is judged, and nothing is asked twice
+    final = runs.judge_run_execute(run=run)
+    assert final["scored"] == 9 and len(llm_endpoint.chat_requests()) == 9
+    assert JudgeRun.objects.get(pk=run.pk).status == "done"
 
 
 def test_a_stale_claim_is_taken_back_and_a_live_one_holds_its_slot(benchmark, media, folder, llm_endpoint, settings):
