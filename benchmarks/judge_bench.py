@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -33,18 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def machine() -> str:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model or 'unknown CPU'}, {cores} cores usable ({os.cpu_count()} online), Python {platform.python_version()}"
+from bench_machine import describe  # noqa: E402
 
 
 def setup_django(workdir: Path) -> None:
@@ -279,7 +267,7 @@ def main() -> None:
     args = parser.parse_args()
     global WAL
     WAL = args.sqlite_wal
-    print(f"Machine: {machine()}", flush=True)
+    print(f"Machine: {describe()}", flush=True)
     import logging
 
     logging.disable(logging.INFO)  # one log line per call would measure the terminal

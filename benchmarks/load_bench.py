@@ -37,7 +37,6 @@ import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
@@ -50,6 +49,8 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 from locust import HttpUser, constant_pacing, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
+
+from bench_machine import describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -360,8 +361,7 @@ def main(argv=None) -> int:
         "trivial_p95_ms": trivial.get("p95_ms"), "ratio_expert_p95_to_trivial": ratio, "errors": errors,
         "error_details": error_list, "votes_saved_measured": RESULTS["votes_ok"], "votes_saved_total": RESULTS["votes_total"],
         "votes_sent_total": RESULTS["votes_sent"], "decisions_added": decisions_after - decisions_before,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
-                   f"Python {platform.python_version()}",
+        "machine": describe(),
         "load_average_at_end": os.getloadavg(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

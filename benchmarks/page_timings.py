@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,18 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "microverse_site.settings")
 
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} logical cores, load average {load}; Python {platform.python_version()}"
+from bench_machine import describe  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -67,7 +55,7 @@ def main(argv=None) -> int:
     print(f"database {connection.settings_dict['NAME']} ({connection.vendor}): "
           f"{Decision.objects.count():,} decisions, {Assignment.objects.filter(expert=expert).count():,} "
           f"assignments of {expert.username}")
-    print(_machine())
+    print(describe())
 
     expert_client, admin_client = Client(), Client()
     expert_client.force_login(expert)

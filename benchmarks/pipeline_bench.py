@@ -30,7 +30,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_machine import describe  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25.0
 MATCH_TOLERANCE = 2  # frames
@@ -330,20 +330,6 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (f"{model}, {os.cpu_count()} logical cores, load average {load[0]:.1f} at start; Python "
-            f"{platform.python_version()}, OpenCV {cv2.__version__}, numpy {np.__version__}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=3)
@@ -355,7 +341,7 @@ def main() -> None:
         print(json.dumps(job(*args.job)))
         return
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe(extra=f'OpenCV {cv2.__version__}, numpy {np.__version__}')}")
     have_scenedetect = run_scenedetect_check()
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
