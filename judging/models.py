@@ -64,6 +64,10 @@ class JudgeRun(models.Model):
     concurrency = models.PositiveSmallIntegerField(default=4)
     prompt_version = models.CharField(max_length=40, default="v1")
     source_file = models.CharField(max_length=255, blank=True, help_text="For imported judgements.")
+    published_entries = models.JSONField(
+        default=dict, blank=True,
+        help_text="Imported runs: per task index, the entry's video_path and its keys the published format does not "
+                  "define, as the file had them (the export writes them back).")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -94,6 +98,10 @@ class Judgement(models.Model):
     scores = models.JSONField(null=True, blank=True, help_text="The judge's score list as parsed (may be malformed).")
     reasoning = models.TextField(blank=True)
     raw_response = models.TextField(blank=True)
+    published = models.JSONField(
+        null=True, blank=True,
+        help_text='Imported judgements: {"eval": the *_eval value exactly as the file had it} (the export writes it '
+                  "back, so the round trip keeps keys the format does not define).")
     flag_reason = models.TextField(blank=True)
     llm_call = models.ForeignKey("microverse_site.LLMCall", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+")

@@ -805,7 +805,9 @@ def judge_run_import(*, model: ModelUnderTest, entries, source_file: str, rubric
         run = JudgeRun.objects.create(model=model, judge_model=IMPORTED, rubric_label=rubric_label,
                                       source_file=str(source_file)[:255], prompt_version="published",
                                       status=JudgeRun.Status.DONE, started_at=now, finished_at=now, created_by=user,
-                                      concurrency=1)
+                                      concurrency=1, published_entries={
+                                          str(e.index): {"video_path": e.video_path, "extra": e.extra}
+                                          for e in entries})
         videos = {v.task_id: v for v in GeneratedVideo.objects.filter(model=model)}
         rows = []
         for entry in entries:
@@ -823,7 +825,8 @@ def judge_run_import(*, model: ModelUnderTest, entries, source_file: str, rubric
                     continue
                 parsed = entry.parsed_result(dim)
                 row = Judgement(run=run, task_id=task_id, dimension=dim, rubric_version_id=version_id, video=video,
-                                raw_response=entry.raw_response(dim), reasoning=entry.reasoning(dim))
+                                raw_response=entry.raw_response(dim), reasoning=entry.reasoning(dim),
+                                published={"eval": entry.evals[dim]})
                 if parsed is None:
                     row.status, row.flag_reason, row.scores = FLAGGED, PARSED_NULL, None
                 else:
@@ -839,8 +842,9 @@ def judge_run_import(*, model: ModelUnderTest, entries, source_file: str, rubric
 def judge_run_export(*, run: JudgeRun) -> list:
     """The run's judgements as published-format entries (:class:`judging.published.PublishedEntry`), one per task
     with at least one answered dimension; pending and "no video" dimensions are left out, a flagged live judgement
-    is written with ``"parsed_result": null``. An imported run's file comes back equal (up to keys the format does
-    not define, and a missing "reasoning", written as "")."""
+    is written with ``"parsed_result": null``. An imported run's file comes back equal, keys the format does not
+    define included: each ``*_eval`` value, each entry's ``video_path`` and other keys are written as the file had
+    them (entries without any ``*_eval`` too)."""
     from judging.published import PublishedEntry, make_eval
 
     imported = run.judge_model == IMPORTED
@@ -850,16 +854,26 @@ def judge_run_export(*, run: JudgeRun) -> list:
         if j.status in ACTIVE or (j.status == FLAGGED and j.flag_reason.startswith(NO_VIDEO)):
             continue
         entry = by_task.setdefault(j.task.index, {"video": j.video, "evals": {}})
+        if j.published is not None:  # imported: the value as the file had it
+            entry["evals"][j.dimension] = j.published["eval"]
+            continue
         if imported:
             parsed = not (j.status == FLAGGED and j.flag_reason == PARSED_NULL)
         else:
             parsed = j.status == SCORED
         entry["evals"][j.dimension] = make_eval(raw_response=j.raw_response, scores=j.scores,
                                                 reasoning=j.reasoning, parsed=parsed)
+    kept = run.published_entries or {}
+    for index in kept:
+        by_task.setdefault(int(index), {"video": None, "evals": {}})
     entries = []
     for index, data in sorted(by_task.items()):
-        video = data["video"]
+        video, original = data["video"], kept.get(str(index))
         path = video.file.name if video is not None and video.file else ""
         evals = {dim: data["evals"][dim] for dim in DIMENSIONS if dim in data["evals"]}
-        entries.append(PublishedEntry(index=index, video_path=path, evals=evals))
+        if original is not None:
+            path, extra = original["video_path"], original["extra"]
+        else:
+            extra = {}
+        entries.append(PublishedEntry(index=index, video_path=path, evals=evals, extra=extra))
     return entries

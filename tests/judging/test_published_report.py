@@ -192,6 +192,30 @@ def test_export_round_trips_an_imported_file(benchmark, tmp_path, name, entries)
     assert JudgeRun.objects.filter(model__name=name).count() == 2
 
 
+def test_export_keeps_what_the_format_does_not_define(benchmark, tmp_path):
+    """Keys of the entry, of a *_eval and of its parsed_result that the format does not name, a reasoning that is
+    not a string or is missing, a video_path that is not a path, an entry without any *_eval: all come back as the
+    file had them."""
+    odd = [
+        {**entry(1, {**ev([1, 1, 0, 1, 0]), "latency_s": 2.5},
+                 {"raw_response": "{}", "parsed_result": {"scores": [1, 0, 1, 0, 1], "confidence": 0.9}},
+                 {"raw_response": "x", "parsed_result": {"scores": [1, 1, 1, 1, 1], "reasoning": {"why": "ok"}}}),
+         "judge": "gpt-4o-2024-08-06", "seed": 7},
+        {"index": 2, "video_path": None, "note": "no evaluation for this one"},
+        entry(3, ev([1, 1, 1, 1, 1]), MISSING, None),
+    ]
+    import_file(tmp_path, "Odd", odd)
+    out = tmp_path / "exported.json"
+    call_command("export_judgments", "--model", "Odd", "--out", str(out))
+    assert json.loads(out.read_text(encoding="utf-8")) == odd
+    # what the site scores is what it scored before: the kept keys change nothing
+    rows = {(j.task.index, j.dimension): j for j in Judgement.objects.filter(run__model__name="Odd")
+            .select_related("task")}
+    assert rows[(1, "scientific")].scores == [1, 1, 0, 1, 0] and rows[(1, "visual")].reasoning == ""
+    assert rows[(1, "instruction")].reasoning == '{"why": "ok"}'
+    assert rows[(3, "instruction")].flag_reason == runs.PARSED_NULL and (3, "visual") not in rows
+
+
 def test_the_latest_run_counts(benchmark, tmp_path):
     import_file(tmp_path, "Alpha", BETA)
     import_file(tmp_path, "Alpha", ALPHA)
