@@ -274,37 +274,77 @@ def _neighbours(queue, assignment):
     return (queue[i - 1].item_id if i > 0 else None), (queue[i + 1].item_id if i + 1 < len(queue) else None)
 
 
-def _human_context(request, assignment, *, flash=None) -> dict:
-    expert = request.user
-    queue = list(human.queue(expert=expert, workflow=human.HUMAN_EVAL))
+def _queue_base(request, workflow: str, url_name: str, assignment, flash) -> tuple[dict, object]:
+    """What a blind queue page shows whatever is judged: the expert's queue in order, where the assignment sits in
+    it (previous / next), progress, the flash message. Returns the context and the assignment as queued."""
+    queue = list(human.queue(expert=request.user, workflow=workflow))
     if assignment is not None:
         assignment = next((a for a in queue if a.pk == assignment.pk), assignment)
     previous, following = _neighbours(queue, assignment)
-    context = {"assignment": assignment, "progress": _progress(queue), "flash": flash, "previous_item": previous,
-               "next_item": following, "queue_url": reverse("judging-human")}
-    if assignment is None:
-        return context
-    video = GeneratedVideo.objects.select_related("task").get(pk=assignment.item.object_id)
-    criteria = human.video_criteria(video)
-    own = dict(video.human_scores.filter(expert=expert).values_list("criterion_id", "score"))
-    submitted = (flash or {}).get("values") or {}
-    groups = []
-    for value, label in Dimension.choices:
-        rows = [{"criterion": c, "value": submitted.get(c.pk, own.get(c.pk))} for c in criteria
-                if c.dimension == value]
-        if rows:
-            groups.append({"dimension": value, "label": label, "rows": rows})
-    context.update(task=video.task, groups=groups, n_criteria=len(criteria), scored=bool(own),
-                   video_url=reverse("judging-media", args=[human.media_token(expert=expert, video=video)]),
-                   submit_url=reverse("judging-human-submit", args=[assignment.item_id]))
-    return context
+    return {"assignment": assignment, "progress": _progress(queue), "flash": flash, "previous_item": previous,
+            "next_item": following, "queue_url": reverse(url_name)}, assignment
 
 
-def _render_human(request, assignment, *, flash=None, status=200):
-    context = _human_context(request, assignment, flash=flash)
+def _render_queue_page(request, template: str, context: dict):
+    """The whole page, or its panel for an htmx swap (a history restore wants the whole page)."""
     partial = bool(request.htmx) and not request.htmx.history_restore_request
-    return render(request, "judging/human_queue.html#panel" if partial else "judging/human_queue.html", context,
-                  status=status)
+    return render(request, f"{template}#panel" if partial else template, context)
+
+
+def _queued_assignment(request, workflow: str, item_id: int, refusal: str):
+    """The expert's own assignment of `item_id` in `workflow` (not passed), or 403 with `refusal`."""
+    assignment = next((a for a in human.queue(expert=request.user, workflow=workflow) if a.item_id == item_id), None)
+    if assignment is None:
+        raise PermissionDenied(refusal)
+    return assignment
+
+
+def _refused(request, url_name: str, item_id: int, render_panel, assignment, flash: dict):
+    """A refused answer: the same item again with the reason (htmx), or a redirect to it with a message."""
+    if not request.htmx:
+        messages.error(request, flash["message"])
+        return redirect(_queue_url(url_name, item_id))
+    return render_panel(request, assignment, flash=flash)
+
+
+def _saved(request, workflow: str, url_name: str, render_panel, message: str):
+    """A saved answer: on to the next waiting item (htmx: its panel, with the address bar following)."""
+    following = human.queue(expert=request.user, workflow=workflow).filter(status="assigned").first()
+    url = _queue_url(url_name, following.item_id if following else None)
+    if not request.htmx:
+        messages.success(request, message)
+        return redirect(url)
+    response = render_panel(request, following, flash={"message": message})
+    response["HX-Replace-Url"] = url
+    return response
+
+
+def _queue_url(name: str, item_id=None) -> str:
+    url = reverse(name)
+    return f"{url}?{urlencode({'item': item_id})}" if item_id else url
+
+
+# ------------------------------------------------------------------------------------ expert: criterion scores
+
+
+def _render_human(request, assignment, *, flash=None):
+    context, assignment = _queue_base(request, human.HUMAN_EVAL, "judging-human", assignment, flash)
+    if assignment is not None:
+        expert = request.user
+        video = GeneratedVideo.objects.select_related("task").get(pk=assignment.item.object_id)
+        criteria = human.video_criteria(video)
+        own = dict(video.human_scores.filter(expert=expert).values_list("criterion_id", "score"))
+        submitted = (flash or {}).get("values") or {}
+        groups = []
+        for value, label in Dimension.choices:
+            rows = [{"criterion": c, "value": submitted.get(c.pk, own.get(c.pk))} for c in criteria
+                    if c.dimension == value]
+            if rows:
+                groups.append({"dimension": value, "label": label, "rows": rows})
+        context.update(task=video.task, groups=groups, n_criteria=len(criteria), scored=bool(own),
+                       video_url=reverse("judging-media", args=[human.media_token(expert=expert, video=video)]),
+                       submit_url=reverse("judging-human-submit", args=[assignment.item_id]))
+    return _render_queue_page(request, "judging/human_queue.html", context)
 
 
 @role_required(EXPERT)
@@ -313,18 +353,10 @@ def human_queue(request):
     return _render_human(request, _pick(request, queue, item_id=request.GET.get("item", "")))
 
 
-def _queue_url(name: str, item_id=None) -> str:
-    url = reverse(name)
-    return f"{url}?{urlencode({'item': item_id})}" if item_id else url
-
-
 @require_POST
 @role_required(EXPERT)
 def human_submit(request, item_id: int):
-    queue = list(human.queue(expert=request.user, workflow=human.HUMAN_EVAL))
-    assignment = next((a for a in queue if a.item_id == item_id), None)
-    if assignment is None:
-        raise PermissionDenied("This video is not in your queue.")
+    assignment = _queued_assignment(request, human.HUMAN_EVAL, item_id, "This video is not in your queue.")
     video = get_object_or_404(GeneratedVideo, pk=assignment.item.object_id)
     scores = {}
     for key, value in request.POST.items():
@@ -335,56 +367,33 @@ def human_submit(request, item_id: int):
         human.human_score_submit(expert=request.user, video=video, scores=scores, request_id=_request_id(request))
     except ValidationError as exc:
         values = {k: int(v) for k, v in scores.items() if v in ("0", "1")}
-        flash = {"error": True, "message": " ".join(exc.messages), "values": values}
-        if not request.htmx:
-            messages.error(request, flash["message"])
-            return redirect(_queue_url("judging-human", item_id))
-        return _render_human(request, assignment, flash=flash)
-    following = next((a for a in human.queue(expert=request.user, workflow=human.HUMAN_EVAL)
-                      .filter(status="assigned")), None)
-    flash = {"message": "Saved."}
-    if not request.htmx:
-        messages.success(request, flash["message"])
-        return redirect(_queue_url("judging-human", following.item_id if following else None))
-    response = _render_human(request, following, flash=flash)
-    response["HX-Replace-Url"] = _queue_url("judging-human", following.item_id if following else None)
-    return response
+        return _refused(request, "judging-human", item_id, _render_human, assignment,
+                        {"error": True, "message": " ".join(exc.messages), "values": values})
+    return _saved(request, human.HUMAN_EVAL, "judging-human", _render_human, "Saved.")
 
 
 # -------------------------------------------------------------------------------------------- expert: pairwise
 
 
-def _pairwise_context(request, assignment, *, flash=None) -> dict:
-    expert = request.user
-    queue = list(human.queue(expert=expert, workflow=human.PAIRWISE))
-    if assignment is not None:
-        assignment = next((a for a in queue if a.pk == assignment.pk), assignment)
-    previous, following = _neighbours(queue, assignment)
-    context = {"assignment": assignment, "progress": _progress(queue), "flash": flash, "previous_item": previous,
-               "next_item": following, "queue_url": reverse("judging-pairwise")}
-    if assignment is None:
-        return context
-    comparison = (PairwiseComparison.objects.select_related("task", "video_a", "video_b")
-                  .get(pk=assignment.item.object_id))
-    left, right = human.shown_videos(expert=expert, comparison=comparison)
-    own = comparison.preferences.filter(expert=expert).first()
-    shown_choice = None
-    if own is not None:
-        if own.choice == "tie":
-            shown_choice = "tie"
-        else:
-            shown_choice = "left" if (own.choice == "a") == own.a_shown_left else "right"
-    context.update(task=comparison.task, shown_choice=shown_choice,
-                   left_url=reverse("judging-media", args=[human.media_token(expert=expert, video=left)]),
-                   right_url=reverse("judging-media", args=[human.media_token(expert=expert, video=right)]),
-                   submit_url=reverse("judging-pairwise-submit", args=[assignment.item_id]))
-    return context
-
-
 def _render_pairwise(request, assignment, *, flash=None):
-    context = _pairwise_context(request, assignment, flash=flash)
-    partial = bool(request.htmx) and not request.htmx.history_restore_request
-    return render(request, "judging/pairwise.html#panel" if partial else "judging/pairwise.html", context)
+    context, assignment = _queue_base(request, human.PAIRWISE, "judging-pairwise", assignment, flash)
+    if assignment is not None:
+        expert = request.user
+        comparison = (PairwiseComparison.objects.select_related("task", "video_a", "video_b")
+                      .get(pk=assignment.item.object_id))
+        left, right = human.shown_videos(expert=expert, comparison=comparison)
+        own = comparison.preferences.filter(expert=expert).first()
+        shown_choice = None
+        if own is not None:
+            if own.choice == "tie":
+                shown_choice = "tie"
+            else:
+                shown_choice = "left" if (own.choice == "a") == own.a_shown_left else "right"
+        context.update(task=comparison.task, shown_choice=shown_choice,
+                       left_url=reverse("judging-media", args=[human.media_token(expert=expert, video=left)]),
+                       right_url=reverse("judging-media", args=[human.media_token(expert=expert, video=right)]),
+                       submit_url=reverse("judging-pairwise-submit", args=[assignment.item_id]))
+    return _render_queue_page(request, "judging/pairwise.html", context)
 
 
 @role_required(EXPERT)
@@ -396,30 +405,16 @@ def pairwise_queue(request):
 @require_POST
 @role_required(EXPERT)
 def pairwise_submit(request, item_id: int):
-    queue = list(human.queue(expert=request.user, workflow=human.PAIRWISE))
-    assignment = next((a for a in queue if a.item_id == item_id), None)
-    if assignment is None:
-        raise PermissionDenied("This comparison is not in your queue.")
+    assignment = _queued_assignment(request, human.PAIRWISE, item_id, "This comparison is not in your queue.")
     comparison = get_object_or_404(PairwiseComparison, pk=assignment.item.object_id)
     choice = request.POST.get("choice", "")
     try:
         human.pairwise_submit(expert=request.user, comparison=comparison, choice_left_right=choice,
                               request_id=_request_id(request))
     except ValidationError as exc:
-        flash = {"error": True, "message": " ".join(exc.messages)}
-        if not request.htmx:
-            messages.error(request, flash["message"])
-            return redirect(_queue_url("judging-pairwise", item_id))
-        return _render_pairwise(request, assignment, flash=flash)
-    following = next((a for a in human.queue(expert=request.user, workflow=human.PAIRWISE)
-                      .filter(status="assigned")), None)
-    flash = {"message": f"Saved: {choice}."}
-    if not request.htmx:
-        messages.success(request, flash["message"])
-        return redirect(_queue_url("judging-pairwise", following.item_id if following else None))
-    response = _render_pairwise(request, following, flash=flash)
-    response["HX-Replace-Url"] = _queue_url("judging-pairwise", following.item_id if following else None)
-    return response
+        return _refused(request, "judging-pairwise", item_id, _render_pairwise, assignment,
+                        {"error": True, "message": " ".join(exc.messages)})
+    return _saved(request, human.PAIRWISE, "judging-pairwise", _render_pairwise, f"Saved: {choice}.")
 
 
 # ------------------------------------------------------------------------------------------------ blind media
