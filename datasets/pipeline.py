@@ -710,7 +710,7 @@ def _write_clips(source: str, spans: list[tuple[int, int]], fps: float,
             stem = f"{position:04d}_{start}-{end}"
             if pipe is None:
                 temp = video_io._temp_beside(folder / f"{stem}.mp4", ".mp4")
-                pipe = video_io._H264Pipe(temp, width=frame.shape[1], height=frame.shape[0], fps=fps)
+                pipe = video_io.H264Writer(temp, width=frame.shape[1], height=frame.shape[0], fps=fps)
                 written = 0
             pipe.write(frame)
             written += 1

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -251,8 +251,11 @@ def _temp_beside(dest: Path, suffix: str) -> Path:
     return Path(name)
 
 
-class _H264Pipe:
-    """An ffmpeg process reading raw BGR frames on stdin and writing an H.264 MP4 to ``path``."""
+class H264Writer:
+    """An ffmpeg process reading raw BGR frames on stdin and writing an H.264 MP4 (``CLIP_X264_ARGS``) to ``path``:
+    ``write(frame)`` each frame, then ``close()`` (raises if ffmpeg failed) or ``abort()``. For one file written
+    whole and atomically, :func:`write_frames` is simpler; this class is for several files fed from one decoding
+    pass (the pipeline's clips)."""
 
     def __init__(self, path: Path, *, width: int, height: int, fps: float, extra: Sequence[str] = ()):
         self.width, self.height = width, height
@@ -315,19 +318,30 @@ def write_clip(src_path: str | os.PathLike, start_frame: int, end_frame: int, fp
         raise ValueError(f"empty or negative frame range [{start_frame}, {end_frame})")
     if not (fps and fps > 0):
         raise ValueError("fps must be positive")
+    frames = (frame for _, frame in iter_frames(src_path, start=start_frame, end=end_frame))
+    return write_frames(frames, dest_path, fps, expect=end_frame - start_frame,
+                        short=f"Frames {start_frame}..{end_frame - 1} cannot all be decoded")
+
+
+def write_frames(frames: Iterable[np.ndarray], dest_path: str | os.PathLike, fps: float, *,
+                 expect: int | None = None, short: str = "The frames ended early") -> int:
+    """Write BGR ``frames`` (all of one size) to ``dest_path`` as an H.264 MP4 at ``fps``; returns how many. Written
+    under a temporary name beside it and renamed when complete, so ``dest_path`` is either absent or whole. With
+    `expect`, fewer frames raise :class:`UnreadableVideo` ("<short>: only n were.") and nothing is written."""
     dest = Path(dest_path)
     temp = _temp_beside(dest, ".mp4")
     pipe = None
     written = 0
     try:
-        for index, frame in iter_frames(src_path, start=start_frame, end=end_frame):
+        for frame in frames:
             if pipe is None:
-                pipe = _H264Pipe(temp, width=frame.shape[1], height=frame.shape[0], fps=fps)
+                pipe = H264Writer(temp, width=frame.shape[1], height=frame.shape[0], fps=fps)
             pipe.write(frame)
             written += 1
-        if written != end_frame - start_frame:
-            raise UnreadableVideo(f"Frames {start_frame}..{end_frame - 1} cannot all be decoded: only {written} "
-                                  "were.")
+        if expect is not None and written != expect:
+            raise UnreadableVideo(f"{short}: only {written} were.")
+        if pipe is None:
+            raise UnreadableVideo("There are no frames to write.")
         pipe.close()
         pipe = None
         os.replace(temp, dest)
@@ -402,7 +416,7 @@ def make_test_video(path: str | os.PathLike, *, frames: int = 24, size: tuple[in
         return path
     if codec != "h264":
         raise ValueError(f"unknown codec {codec!r}: use 'h264' or 'mp4v'")
-    pipe = _H264Pipe(path, width=width, height=height, fps=fps, extra=("-g", str(max(1, int(fps)))))
+    pipe = H264Writer(path, width=width, height=height, fps=fps, extra=("-g", str(max(1, int(fps)))))
     try:
         for index in range(frames):
             pipe.write(draw(index, width, height))

@@ -162,26 +162,12 @@ def load_pipeline(config: GenerateConfig, checkpoint: Path | None):
 
 def write_video(frames, path: Path, fps: float) -> None:
     """Frames (F, H, W, 3) float RGB in [0, 1] to an H.264 MP4 at ``path`` (temporary name, then renamed)."""
-    import os
-
     import numpy as np
 
-    from datasets.video_io import _H264Pipe, _temp_beside
+    from datasets.video_io import write_frames
 
     array = (np.clip(np.asarray(frames), 0.0, 1.0) * 255).round().astype(np.uint8)[..., ::-1]  # RGB -> BGR
-    temp = _temp_beside(path, ".mp4")
-    pipe = _H264Pipe(temp, width=array.shape[2], height=array.shape[1], fps=fps)
-    try:
-        for frame in array:
-            pipe.write(frame)
-        pipe.close()
-        pipe = None
-        os.replace(temp, path)
-    except BaseException:
-        if pipe is not None:
-            pipe.abort()
-        temp.unlink(missing_ok=True)
-        raise
+    write_frames(array, path, fps)
 
 
 def _complete(path: Path, frames: int) -> bool:

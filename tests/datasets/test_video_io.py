@@ -187,3 +187,15 @@ def test_sniff_container(tmp_path):
         path = tmp_path / "f"
         path.write_bytes(head + b"\x00" * 64)
         assert video_io.sniff_container(path) == expected, head
+
+
+def test_write_frames_writes_whole_files_or_nothing(tmp_path):
+    frames = [np.full((48, 64, 3), 40 * i, dtype=np.uint8) for i in range(5)]
+    dest = tmp_path / "out" / "five.mp4"
+    assert video_io.write_frames(iter(frames), dest, 10.0) == 5
+    assert probe(dest).frame_count == 5
+    with pytest.raises(UnreadableVideo, match="The frames ended early: only 5 were"):
+        video_io.write_frames(frames, tmp_path / "out" / "short.mp4", 10.0, expect=6)
+    with pytest.raises(UnreadableVideo, match="no frames"):
+        video_io.write_frames([], tmp_path / "out" / "empty.mp4", 10.0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["five.mp4"]  # no partial or temporary file
