@@ -59,9 +59,30 @@ def _video_shape_problems(height: Any, width: Any, num_frames: Any) -> list[str]
     return problems
 
 
+class _StoredSettings:
+    """Dictionary round trip of a settings dataclass (a job's stored config, a CONFIG.json); ``KIND`` names the
+    settings in the error for unknown keys."""
+
+    KIND = "settings"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from a dictionary; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_StoredSettings):
     """One fine-tuning run. Paths are on the machine the trainer runs on (the cluster's shared filesystem)."""
+
+    KIND = "training"
 
     # What to train on and where to write.
     weights: str = ""  # base weights directory in the diffusers layout (e.g. Wan2.1-T2V-1.3B-Diffusers)
@@ -110,22 +131,13 @@ class TrainConfig:
             return self.learning_rate
         return DEFAULT_LR_LORA if self.mode == "lora" else DEFAULT_LR_FULL
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build from a dictionary (a job's stored config or a CONFIG.json); unknown keys raise ``ValueError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(_StoredSettings):
     """Benchmark video generation: one video per task (paper: 50 steps, guidance 5.0, 480x832, 81 frames)."""
+
+    KIND = "generation"
 
     weights: str = ""
     checkpoint: str = ""  # a trainer checkpoint directory (full weights or LoRA adapter); "": the base model
@@ -142,17 +154,6 @@ class GenerateConfig:
     negative_prompt: str = ""
     max_sequence_length: int = 512
     mixed_precision: str = "bf16"  # the dtype of the transformer and text encoder on a GPU (CPU runs in float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerateConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown generation setting(s): {', '.join(unknown)}")
-        return cls(**data)
 
 
 def validate(config: TrainConfig | GenerateConfig) -> list[str]:
