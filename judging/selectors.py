@@ -18,8 +18,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.files.storage import default_storage
+from django.db.models import Count, Q
 
+from annotation.models import Assignment, ReviewItem, Workflow
 from judging.models import GeneratedVideo, JudgeRun, Judgement, ModelUnderTest
 from rubrics import scoring
 from rubrics.models import BenchmarkTask, Criterion, Level
@@ -310,10 +313,6 @@ def scoring_dimension_labels():
 def human_eval_status() -> dict:
     """What has been sent to the experts: per workflow (scores, pairwise) the items and their assignments by status,
     and per model its readable videos and how many of them are sampled for scoring. Four queries."""
-    from annotation.models import Assignment, ReviewItem, Workflow  # the review machinery's own models
-    from django.contrib.contenttypes.models import ContentType
-    from django.db.models import Count, Q
-
     workflows = (Workflow.HUMAN_EVAL.value, Workflow.PAIRWISE.value)
     status = {w: {"items": 0, "assigned": 0, "done": 0, "passed": 0} for w in workflows}
     for row in ReviewItem.objects.filter(workflow__in=workflows).values("workflow").annotate(n=Count("id")):
