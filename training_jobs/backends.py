@@ -316,7 +316,7 @@ FINISHED_FILE = "local.finished"
 
 # The wrapper: its own process group (setsid), records pid, start and end times and the exit code of the job script.
 _WRAPPER = """\
-echo $$ > {pid}
+echo $$ > {pid}.tmp && mv {pid}.tmp {pid}
 date +%s.%N > {started}
 bash {script} > {out} 2> {err}
 code=$?
@@ -432,8 +432,9 @@ def process_alive(pid: int) -> bool:
 
 
 def _pid_file_matches(work_dir: Path, pid: int) -> bool:
-    text = _read_text(work_dir / PID_FILE)
-    return text is None or text.strip() == str(pid)
+    # The wrapper renames a whole file into place; an empty one (written by an older wrapper) is not yet a mismatch.
+    text = (_read_text(work_dir / PID_FILE) or "").strip()
+    return not text or text == str(pid)
 
 
 def _read_text(path: Path) -> str | None:

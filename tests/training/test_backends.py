@@ -4,6 +4,7 @@ No database: a job here is a plain object with the attributes the backends read.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -215,3 +216,18 @@ def test_a_local_job_whose_process_vanished_is_lost(tmp_path):
     job.scheduler_id = "999999999"  # no such process, and no exit code file
     Path(job.work_dir, backends.PID_FILE).write_text("999999999")
     assert backends.LocalBackend().status(job).state == "lost"
+
+
+def test_a_live_local_job_read_while_its_pid_file_is_written_is_not_lost(tmp_path):
+    # The wrapper once truncated the pid file before writing it; a status read in between called the live job lost.
+    job = make_job(tmp_path)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        job.scheduler_id = str(sleeper.pid)
+        Path(job.work_dir, backends.PID_FILE).write_text("")
+        assert backends.LocalBackend().status(job).state == "pending"
+        Path(job.work_dir, backends.PID_FILE).write_text(str(sleeper.pid + 1))  # someone else's process
+        assert backends.LocalBackend().status(job).state == "lost"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
