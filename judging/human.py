@@ -161,7 +161,7 @@ def video_criteria(video: GeneratedVideo) -> list[Criterion]:
 
 def _assignment(*, expert, workflow: str, target, lock: bool = False) -> Assignment:
     rows = Assignment.objects.filter(
-        expert=expert, item__workflow=workflow, item__content_type=ContentType.objects.get_for_model(target),
+        expert=expert, workflow=workflow, item__content_type=ContentType.objects.get_for_model(target),
         item__object_id=target.pk).exclude(status=Assignment.Status.PASSED)
     if lock:
         rows = rows.select_for_update()
@@ -327,9 +327,9 @@ def video_for_token(*, expert, token: str) -> GeneratedVideo:
         raise PermissionDenied("Not a video link of yours.")
     comparisons = PairwiseComparison.objects.filter(Q(video_a=video) | Q(video_b=video)).values_list("pk", flat=True)
     assigned = Assignment.objects.filter(expert=expert).exclude(status=Assignment.Status.PASSED).filter(
-        Q(item__workflow=HUMAN_EVAL, item__content_type=ContentType.objects.get_for_model(GeneratedVideo),
+        Q(workflow=HUMAN_EVAL, item__content_type=ContentType.objects.get_for_model(GeneratedVideo),
           item__object_id=video.pk)
-        | Q(item__workflow=PAIRWISE, item__content_type=ContentType.objects.get_for_model(PairwiseComparison),
+        | Q(workflow=PAIRWISE, item__content_type=ContentType.objects.get_for_model(PairwiseComparison),
             item__object_id__in=list(comparisons))
     ).exists()
     if not assigned:

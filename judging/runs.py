@@ -30,14 +30,15 @@ share an endpoint share its slots; each claims up to its own ``concurrency``. Th
 worker (``celery -A microverse_site worker -Q llm --pool threads -c 16``; the embedded filesystem broker with one
 solo worker runs one call at a time) or from :func:`judge_run_execute`'s threads (``--concurrency N``). A task
 that finds no free slot waits a few seconds, then re-queues itself with a countdown. :func:`judge_run_execute` also
-hands a slot from one of its claims to its next one in one transaction (:func:`_claim_in_slot`): the count of live
-claims stays the same, so the limit holds without counting again.
+hands a slot's count from one of its claims to its next one (:class:`_Slot`): the count of live claims stays the
+same, so the limit holds without counting again.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import logging
 import queue
@@ -74,6 +75,10 @@ NO_VIDEO = "no video"
 DIMENSIONS = tuple(Dimension.values)
 #: How long to sleep between two tries for a free endpoint slot.
 SLOT_POLL_SECONDS = 0.05
+#: judge_run_execute's work that can wait (writing a result, preparing the next batch) waits until no request has
+#: taken a slot for this long, and at most QUIET_WAIT_MAX seconds: see "in-process runner" below.
+QUIET_SECONDS = 0.005
+QUIET_WAIT_MAX = 0.05
 
 
 class JudgeRunError(ValueError):
@@ -258,6 +263,17 @@ def _endpoint_lock(base_url: str) -> None:
     # SQLite: this site opens every transaction IMMEDIATE (settings), so writers are already serialised.
 
 
+#: How far past the lease a claim that holds no endpoint slot is dated. Not just the lease: another process that read
+#: its clock a moment before this claim was written would still count it as live (seen once in CI: 4 live claims on an
+#: endpoint of 2). Any claim this old is stale to every reader, whatever its clock read.
+UNCOUNTED_MARGIN_SECONDS = 60.0
+
+
+def _uncounted(now, lease: float):
+    """The `updated_at` of a claim that holds no endpoint slot."""
+    return now - timedelta(seconds=lease + UNCOUNTED_MARGIN_SECONDS)
+
+
 def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool, slots: bool = True) -> str:
     """"claimed", "busy" (no free slot on the endpoint) or "gone" (not claimable: done, or claimed by another).
     ``slots=False`` claims without taking an endpoint slot (nothing will be sent)."""
@@ -265,7 +281,7 @@ def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool,
     now = timezone.now()
     if not slots:
         return "claimed" if Judgement.objects.filter(pk=judgement_id, status__in=statuses).update(
-            status=RUNNING, updated_at=now - timedelta(seconds=lease)) else "gone"  # past the lease: holds no slot
+            status=RUNNING, updated_at=_uncounted(now, lease)) else "gone"
     with _unflushed_transaction():
         _endpoint_lock(run.base_url)
         busy = (Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
@@ -386,13 +402,22 @@ def _unflushed_transaction():
         yield
 
 
-def _record(judgement_id: int, *, claimed: bool = True, **fields) -> bool:
+def _record(judgement_id: int, *, claimed: bool = True, count_to: int | None = None, **fields) -> bool:
     """Write the outcome if the judgement is still claimed (a stale claim taken over by another does not write);
-    ``claimed=False``: if it is still PENDING (an outcome known without a call is written in one statement)."""
-    fields["updated_at"] = timezone.now()
+    ``claimed=False``: if it is still PENDING (an outcome known without a call is written in one statement).
+    `count_to`: the claimed judgement that takes over this one's endpoint slot in the same transaction (see
+    :class:`_Slot`)."""
     with _unflushed_transaction():
-        return bool(Judgement.objects.filter(pk=judgement_id, status=RUNNING if claimed else PENDING)
-                    .update(**fields))
+        return _write_outcome(judgement_id, claimed=claimed, count_to=count_to, **fields)
+
+
+def _write_outcome(judgement_id: int, *, claimed: bool = True, count_to: int | None = None, **fields) -> bool:
+    """:func:`_record` inside the caller's transaction."""
+    fields["updated_at"] = timezone.now()
+    written = Judgement.objects.filter(pk=judgement_id, status=RUNNING if claimed else PENDING).update(**fields)
+    if count_to is not None:
+        Judgement.objects.filter(pk=count_to, status=RUNNING).update(updated_at=fields["updated_at"])
+    return bool(written)
 
 
 def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = False,
@@ -442,7 +467,7 @@ def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = Fa
         if outcome != "claimed":
             return Outcome(outcome)
         claimed = True
-        fields = _ask(run, config, messages, validate)
+        fields, _ = _ask(run, config, messages, validate)
         _record(judgement_id, **fields)
         return Outcome(fields["status"], fields["flag_reason"])
     except Exception as exc:  # noqa: BLE001 - flagged with the reason, never left claimed
@@ -457,42 +482,55 @@ def judge_one(*, judgement_id: int, wait: float | None = 0.0, reclaim: bool = Fa
             _finish_if_done(run.pk)
 
 
-def _ask(run: JudgeRun, config: llm.LLMSettings, messages: list[dict], validate: Callable) -> dict:
+def _ask(run: JudgeRun, config: llm.LLMSettings, messages: list[dict], validate: Callable, *,
+         request_hash_: str | None = None, defer_record: bool = False) -> tuple[dict, LLMCall | None]:
     """Call the judge (retries, 413 shrinking, one repair turn: :func:`microverse_site.llm.chat`, which writes the
-    LLMCall row); the judgement's fields for the outcome, scored or flagged with the reason."""
+    LLMCall row, or with `defer_record` returns an ok answer's row unsaved); the judgement's fields for the outcome,
+    scored or flagged with the reason, and the unsaved row (None when written or when there is none)."""
     try:
         result = llm.chat(purpose=PURPOSE, messages=messages, validate=validate, max_repairs=1,
-                          shrink=llm.halve_images, model=run.judge_model, config=config)
+                          shrink=llm.halve_images, model=run.judge_model, config=config,
+                          request_hash_=request_hash_, defer_record=defer_record)
     except llm.LLMError as exc:
         raw = ""
         if exc.call_id:
             raw = LLMCall.objects.filter(pk=exc.call_id).values_list("response_text", flat=True).first() or ""
-        return _flagged(exc.reason, reasoning="", raw_response=raw, llm_call_id=exc.call_id)
-    return _scored(result.value, result.text, result.call_id)
+        return _flagged(exc.reason, reasoning="", raw_response=raw, llm_call_id=exc.call_id), None
+    return _scored(result.value, result.text, result.call_id), result.unsaved_call
 
 
 # ------------------------------------------------------------------------------------------ in-process runner
 #
 # judge_run_execute keeps `size` requests in flight and keeps every other piece of work off the path from one answer
 # arriving to the next request leaving. That path is what costs: on a small machine the calls of a wave end together
-# and their threads compete for the GIL, so each millisecond spent there is paid once per wave.
+# and their threads compete for the GIL, so each millisecond spent there is paid once per wave. What is left on it is
+# what a plain thread pool does too (the SDK's work, and taking the next request from a queue) plus validating the
+# answer.
 #
 # * One preparer thread builds the requests ahead, in order: the run's judgements with their tasks and videos, and
-#   the criteria, are read in two queries up front; a video's frames are read once for its three dimensions; the
-#   recorded answers of a batch are looked up in one query. A judgement answered before (same request hash), or
-#   whose video has no readable frames, is written at once and takes no slot.
-# * 2 x size caller threads take the prepared requests. A caller takes one of `size` in-process slots, claims its
-#   judgement and calls the judge; the slot goes back from inside validation, the moment an answer is usable (no
-#   repair turn will follow), so another caller's request leaves while this one still writes the LLMCall and
-#   Judgement rows. Those rows are written by the caller itself right after, before it takes another request.
-# * The database side of a slot (the endpoint's limit across processes) travels with it: the next claim in the slot
-#   releases the previous holder's claim (backdating it past the lease, as a claim that holds no slot is) and claims
-#   its own judgement in ONE transaction, so the number of counted claims on the endpoint never grows and no lock or
-#   count is needed. A slot whose holder is no longer a live claim (first use, or its result already written) makes a
-#   counted claim under the endpoint lock (:func:`_try_claim`), as every claim did before.
+#   the criteria, are read in two queries up front; a video's frames are read once for its three dimensions; each
+#   request's hash is computed once; the recorded answers of a batch are looked up in one query. A judgement answered
+#   before (same request hash), or whose video has no readable frames, is written at once and takes no slot.
+#   The preparer also claims each batch before handing it on, in one transaction (:func:`_claim_ahead`): a request
+#   is owned by this process before it is due, so no claim is written when it leaves. The first batch's claims also
+#   count on the endpoint (as many as it has free slots), so the run's first wave leaves without a claim each.
+# * `size` caller threads, each with one slot, take the prepared requests and call the judge, as a thread pool's
+#   workers do. An answer that validates comes back from ``llm.chat(defer_record=True)`` with its LLMCall row
+#   unsaved, and the caller hands it to the writer and takes its next request at once.
+# * One writer thread writes the answers in batches, once no request has begun leaving for a few milliseconds (so
+#   that the writes take the GIL between waves, not during one): the batch's LLMCall rows in one durable
+#   transaction, then the judgements' outcomes in one more. The preparer waits for such a quiet moment too.
+# * The database side of a slot (the endpoint's limit across processes) travels with it (:class:`_Slot`): the live
+#   claim that counts a slot stays the previous request's until that request's result is written, and that same
+#   transaction moves the count to the request now using the slot. The number of counted claims on the endpoint never
+#   grows and no lock, count or write is needed when a request leaves. A slot that no live claim counts (first use,
+#   or the holder's result was written while the slot was free) makes a counted claim under the endpoint lock
+#   (:func:`_try_claim`), as every claim did before.
 #
-# Crash safety: a released claim stays RUNNING until its result is written; a killed process leaves it RUNNING, never
-# counted as done, and the next judge_run_execute takes it back and reuses its recorded ok answer without paying.
+# Crash safety: claims stay RUNNING until their results are written; a killed process leaves them RUNNING, never
+# counted as done, and the next judge_run_execute takes them back and reuses their recorded ok answers without paying.
+# An answer not yet written when the process dies (at most the last wave's, for a few milliseconds) is asked again.
+# Claimed requests never sent (a stopped or cancelled run) go back to PENDING when the runner ends.
 
 
 @dataclasses.dataclass
@@ -503,42 +541,87 @@ class _Request:
     messages: list[dict] | None = None
     validate: Callable | None = None
     fields: dict | None = None
+    counted: bool = False  # its claim already counts on the endpoint (see _claim_ahead)
+    hash: str = ""  # llm.request_hash of the request
 
 
 class _Slot:
-    """One of the runner's permits to have a request in flight, with the judgement whose live claim holds the
-    endpoint's slot in the database for it (None: no claim)."""
+    """One of the runner's permits to have a request in flight.
 
-    __slots__ = ("holder",)
+    `holder` is the judgement whose live claim counts this slot on the endpoint in the database (None: no claim
+    counts for it); `current` the judgement whose request uses the slot now. They differ from the moment a slot is
+    handed on until the holder's result is written: that write moves the count to `current` in the same transaction
+    (:func:`_record`'s ``count_to``), so the endpoint's count stays the same while the slot is in use and no write
+    stands between one answer and the next request."""
+
+    __slots__ = ("holder", "current", "lock")
 
     def __init__(self) -> None:
         self.holder: int | None = None
+        self.current: int | None = None
+        self.lock = threading.Lock()
+
+    def hand_to(self, judgement_id: int) -> bool:
+        """Use the slot for `judgement_id`; True if a live claim already counts it (nothing to claim)."""
+        with self.lock:
+            self.current = judgement_id
+            return self.holder is not None
+
+    def counted(self, judgement_id: int | None) -> None:
+        """`judgement_id`'s own claim now counts the slot (None: the claim failed, the slot is unused)."""
+        with self.lock:
+            self.holder = self.current = judgement_id
+
+    def finish(self, judgement_id: int) -> int | None:
+        """`judgement_id`'s result is about to be written: the judgement that takes over its count (None: none)."""
+        with self.lock:
+            if self.current == judgement_id:
+                self.current = None
+            if self.holder != judgement_id:
+                return None
+            self.holder = self.current
+            return self.holder
 
 
-def _claim_in_slot(slot: _Slot, judgement_id: int, run: JudgeRun, *, lease: float) -> str:
-    """Claim `judgement_id` in `slot` (see above): "claimed", "busy" or "gone" (no longer PENDING)."""
-    holder, slot.holder = slot.holder, None
-    if holder is not None:
-        now = timezone.now()
-        backdated = now - timedelta(seconds=lease)
-        with _unflushed_transaction():
-            released = Judgement.objects.filter(pk=holder, status=RUNNING, updated_at__gte=backdated).update(
-                updated_at=backdated)
-            claimed = released and Judgement.objects.filter(pk=judgement_id, status=PENDING).update(
-                status=RUNNING, updated_at=now)
-        if released:  # a handover: one counted claim out, at most one in
-            if claimed:
-                slot.holder = judgement_id
-            return "claimed" if claimed else "gone"
-    outcome = _try_claim(judgement_id, run, lease=lease, reclaim=False)
-    if outcome == "claimed":
-        slot.holder = judgement_id
+def _claim_ahead(judgement_ids: list[int], run: JudgeRun, *, lease: float, count: int = 0) -> tuple[list, set]:
+    """Claim those of `judgement_ids` that are PENDING, in one transaction: the runner owns them before their requests
+    are due. The first `count` of them (at most the endpoint's free slots, counted under the endpoint lock) also count
+    on the endpoint, so a run's first requests leave without a claim each; the others are dated past the lease
+    (:func:`_uncounted`), as a claim that holds no slot is. Returns (the ones claimed, in order; the ones counted)."""
+    now = timezone.now()
+    with _unflushed_transaction():
+        free = set(Judgement.objects.filter(pk__in=judgement_ids, status=PENDING)
+                   .select_for_update(skip_locked=True).values_list("pk", flat=True))
+        claimed = [pk for pk in judgement_ids if pk in free]
+        counted: list[int] = []
+        if count > 0 and claimed:
+            _endpoint_lock(run.base_url)
+            busy = Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
+                                            updated_at__gte=now - timedelta(seconds=lease)).count()
+            counted = claimed[:max(0, min(count, max(1, run.concurrency) - busy))]
+            Judgement.objects.filter(pk__in=counted, status=PENDING).update(status=RUNNING, updated_at=now)
+        Judgement.objects.filter(pk__in=claimed[len(counted):], status=PENDING).update(
+            status=RUNNING, updated_at=_uncounted(now, lease))
+    return claimed, set(counted)
+
+
+def _use_slot(slot: _Slot, judgement_id: int, run: JudgeRun, *, lease: float, counted: bool = False) -> str:
+    """Count `judgement_id` (claimed by :func:`_claim_ahead`) in `slot`: "claimed" at once when a live claim already
+    counts the slot (if the judgement was `counted` too, the endpoint over-counts by one until the holder's result
+    moves its count: cautious, never over the limit) or the judgement was `counted`; else a counted claim under the
+    endpoint lock: "claimed", "busy" or "gone"."""
+    if slot.hand_to(judgement_id):
+        return "claimed"
+    if counted:
+        slot.counted(judgement_id)
+        return "claimed"
+    outcome = _try_claim(judgement_id, run, lease=lease, reclaim=True)
+    slot.counted(judgement_id if outcome == "claimed" else None)
     return outcome
 
 
-def _criteria_of_pending(run: JudgeRun) -> dict[tuple[int, str], tuple]:
-    """(rubric version id, dimension) -> its criteria in order, for the run's PENDING judgements, in one query."""
-    versions = Judgement.objects.filter(run=run, status=PENDING).values("rubric_version_id")
+def _criteria_of_versions(versions) -> dict[tuple[int, str], tuple]:
+    """(rubric version id, dimension) -> its criteria in order, for these rubric versions, in one query."""
     criteria: dict[tuple[int, str], list] = {}
     for version_id, dimension, *criterion in (Criterion.objects.filter(version_id__in=versions)
                                               .order_by("version_id", "dimension", "position")
@@ -560,24 +643,21 @@ class _Runner:
         self.lock = threading.Lock()
         self.errors: list[BaseException] = []
         self.ready: queue.Queue = queue.Queue(maxsize=2 * size)  # prepared requests: enough for a wave and the next
-        self.slots: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(size):
-            self.slots.put(_Slot())
+        self.answered: queue.SimpleQueue = queue.SimpleQueue()  # (request, slot, fields, unsaved LLMCall) to write
+        self.unsent: set[int] = set()  # claimed by the preparer, not yet taken by a caller
+        self.last_sent = 0.0  # when a caller last began sending a request (time.monotonic())
 
     def execute(self) -> None:
-        rows = list(Judgement.objects.filter(run=self.run, status=PENDING).select_related("task", "video")
-                    .order_by("task__index", "dimension"))
-        if not rows:
+        callers = min(self.counts["pending"], self.size)
+        if not callers:
             return
-        for row in rows:
-            row.run = self.run
-        criteria = _criteria_of_pending(self.run)
-        callers = min(len(rows), 2 * self.size)
-        threads = [threading.Thread(target=self._thread, args=(self.prepare_all, rows, criteria, callers),
+        threads = [threading.Thread(target=self._thread, args=(self.prepare_all, callers),
                                     name=f"judge-run-{self.run.pk}-prepare", daemon=True)]
-        threads += [threading.Thread(target=self._thread, args=(self.call_all,),
+        threads += [threading.Thread(target=self._thread, args=(self.call_all, _Slot()),
                                      name=f"judge-run-{self.run.pk}-{i}", daemon=True) for i in range(callers)]
-        for thread in threads:
+        writer = threading.Thread(target=self._thread, args=(self.write_all,), name=f"judge-run-{self.run.pk}-write",
+                                  daemon=True)
+        for thread in [*threads, writer]:
             thread.start()
         try:
             self._watch(threads)
@@ -586,6 +666,10 @@ class _Runner:
             for thread in threads:
                 thread.join()
             raise
+        finally:
+            self.answered.put(None)  # the callers are done: every answer they got is written, even when stopped
+            writer.join()
+            self._unclaim_unsent()
         if self.errors:
             raise self.errors[0]
 
@@ -607,6 +691,13 @@ class _Runner:
                         pk=self.run.pk, status=JudgeRun.Status.CANCELLED).exists():
                     self.stop.set()
 
+    def _unclaim_unsent(self) -> None:
+        """Claimed requests that were never sent (a stopped run) go back to PENDING: not judged."""
+        with self.lock:
+            unsent, self.unsent = list(self.unsent), set()
+        if unsent:
+            Judgement.objects.filter(pk__in=unsent, status=RUNNING).update(status=PENDING, updated_at=timezone.now())
+
     def _finished(self, status: str) -> None:
         with self.lock:
             if status in (SCORED, FLAGGED):
@@ -618,19 +709,58 @@ class _Runner:
             if self.progress is not None:
                 self.progress(dict(self.counts))
 
+    def _wait_for_quiet(self) -> None:
+        """Let the requests about to leave have the GIL first: wait until no caller has begun sending for
+        QUIET_SECONDS, at most QUIET_WAIT_MAX."""
+        deadline = time.monotonic() + QUIET_WAIT_MAX
+        while True:
+            now = time.monotonic()
+            left = min(self.last_sent + QUIET_SECONDS, deadline) - now
+            if left <= 0:
+                return
+            time.sleep(left)
+
     # ------------------------------------------------------------------------------------ the preparer thread
 
-    def prepare_all(self, rows: list[Judgement], criteria: dict, callers: int) -> None:
+    def prepare_all(self, callers: int) -> None:
+        """The run's PENDING judgements are read a batch at a time with their tasks and videos (the first batch
+        leaves without waiting for the rest), and their rubric versions' criteria as new versions come up."""
+        ids = list(Judgement.objects.filter(run=self.run, status=PENDING).order_by("task__index", "dimension")
+                   .values_list("pk", flat=True))
         frames: dict[int | None, list[bytes]] = {}  # the current video's frames (rows come task by task)
-        for start in range(0, len(rows), self.size):
+        criteria: dict[tuple[int, str], tuple] = {}
+        loaded: set[int] = set()
+        first = True
+        for start in range(0, len(ids), self.size):
             if self.stop.is_set():
                 return
-            batch = [self._prepare(row, criteria, frames) for row in rows[start:start + self.size]]
+            self._wait_for_quiet()
+            chunk_ids = ids[start:start + self.size]
+            found = Judgement.objects.select_related("task", "video").in_bulk(chunk_ids)
+            chunk = [found[pk] for pk in chunk_ids if pk in found]
+            new_versions = {row.rubric_version_id for row in chunk} - loaded
+            if new_versions:
+                criteria.update(_criteria_of_versions(new_versions))
+                loaded |= new_versions
+            for row in chunk:
+                row.run = self.run
+            batch = [self._prepare(row, criteria, frames) for row in chunk]
             self._look_up_answers(batch)
             for request in batch:
                 if request.fields is not None:  # known without a call: written now, no slot taken
                     ok = _record(request.judgement_id, claimed=False, **request.fields)
                     self._finished(request.fields["status"] if ok else "gone")
+            to_call = [request for request in batch if request.fields is None]
+            with self.lock:  # claimed and listed as unsent together: a stop in between cannot strand a claim
+                claimed, counted = _claim_ahead([request.judgement_id for request in to_call], self.run,
+                                                lease=self.lease, count=self.size if first else 0)
+                first = False
+                self.unsent.update(claimed)
+            claimed = set(claimed)
+            for request in to_call:
+                request.counted = request.judgement_id in counted
+                if request.judgement_id not in claimed:
+                    self._finished("gone")
                 elif not self._put(request):
                     return
         for _ in range(callers):
@@ -644,8 +774,9 @@ class _Runner:
             if row.video_id not in frames:
                 frames.clear()
                 frames[row.video_id] = _frames_for(row)
-            return _Request(row.pk, messages=_messages(row, found, frames[row.video_id]),
-                            validate=_validator(len(found)))
+            messages = _messages(row, found, frames[row.video_id])
+            return _Request(row.pk, messages=messages, validate=_validator(len(found)),
+                            hash=llm.request_hash(self.run.judge_model, messages, {}))
         except UnreadableVideo as exc:
             return _Request(row.pk, fields=_unreadable(exc))
         except Exception as exc:  # noqa: BLE001 - flagged with the reason, as judge_one does
@@ -657,7 +788,7 @@ class _Runner:
         asked: dict[str, list[_Request]] = {}
         for request in batch:
             if request.fields is None:
-                asked.setdefault(llm.request_hash(self.run.judge_model, request.messages, {}), []).append(request)
+                asked.setdefault(request.hash, []).append(request)
         if not asked:
             return
         tried: dict[str, int] = {}
@@ -682,7 +813,7 @@ class _Runner:
 
     # ------------------------------------------------------------------------------------- the caller threads
 
-    def call_all(self) -> None:
+    def call_all(self, slot: _Slot) -> None:
         while not self.stop.is_set():
             try:
                 request = self.ready.get(timeout=0.2)
@@ -690,53 +821,66 @@ class _Runner:
                 continue
             if request is None:
                 return
-            self._finished(self._judge(request))
+            self._judge(request, slot)
 
-    def _judge(self, request: _Request) -> str:
-        """Claim, call and record one prepared judgement; its final status, or "busy"/"gone" (left as it is)."""
-        slot = self._take_slot()
-        if slot is None:
-            return "busy"
-        given_back = False
-
-        def give_back() -> None:
-            nonlocal given_back
-            if not given_back:
-                given_back = True
-                self.slots.put(slot)
-
-        def validate(text: str):
-            value = request.validate(text)
-            give_back()  # a usable answer: this call sends nothing more, so the slot may carry the next request
-            return value
-
+    def _judge(self, request: _Request, slot: _Slot) -> None:
+        """Count, call and hand the answer to the writer; a request never sent stays listed as unsent."""
+        outcome = self._claim(slot, request)
+        if outcome == "busy":  # stopped while waiting, never sent: back to PENDING at the end
+            return
+        with self.lock:
+            self.unsent.discard(request.judgement_id)
+        if outcome == "gone":
+            self._finished("gone")
+            return
+        self.last_sent = time.monotonic()
         try:
-            outcome = self._claim(slot, request.judgement_id)
-            if outcome != "claimed":
-                return outcome
-            try:
-                fields = _ask(self.run, self.config, request.messages, validate)
-            except Exception as exc:  # noqa: BLE001 - flagged with the reason, never left claimed
-                fields = _internal_error(request.judgement_id, exc)
-        finally:
-            give_back()
-        return fields["status"] if _record(request.judgement_id, **fields) else "gone"
+            fields, unsaved = _ask(self.run, self.config, request.messages, request.validate,
+                                   request_hash_=request.hash, defer_record=True)
+        except Exception as exc:  # noqa: BLE001 - flagged with the reason, never left claimed
+            fields, unsaved = _internal_error(request.judgement_id, exc), None
+        self.answered.put((request, slot, fields, unsaved))
 
-    def _take_slot(self) -> _Slot | None:
-        while not self.stop.is_set():
-            try:
-                return self.slots.get(timeout=0.2)
-            except queue.Empty:
-                continue
-        return None
-
-    def _claim(self, slot: _Slot, judgement_id: int) -> str:
-        """Claim in `slot`, waiting while the endpoint has no free slot (other processes use it too)."""
+    def _claim(self, slot: _Slot, request: _Request) -> str:
+        """Count `request` in `slot`, waiting while the endpoint has no free slot (other processes use it too)."""
         while True:
-            outcome = _claim_in_slot(slot, judgement_id, self.run, lease=self.lease)
+            outcome = _use_slot(slot, request.judgement_id, self.run, lease=self.lease, counted=request.counted)
             if outcome != "busy" or self.stop.is_set():
                 return outcome
             time.sleep(SLOT_POLL_SECONDS * (1 + random.random()))
+
+    # -------------------------------------------------------------------------------------- the writer thread
+
+    def write_all(self) -> None:
+        """Write the answers in batches, each once the requests about to leave have left: the batch's LLMCall rows in
+        one transaction (durable), then its judgements' outcomes in one more (each moving its slot's count on)."""
+        done = False
+        while not done:
+            batch = [self.answered.get()]
+            self._wait_for_quiet()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self.answered.get_nowait())
+            done = batch[-1] is None
+            batch = [item for item in batch if item is not None]
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[tuple]) -> None:
+        calls = [unsaved for _, _, _, unsaved in batch if unsaved is not None]
+        if calls:
+            with transaction.atomic():
+                for call in calls:
+                    call.save()
+        written = []
+        with _unflushed_transaction():
+            for request, slot, fields, unsaved in batch:
+                if unsaved is not None:
+                    fields["llm_call_id"] = unsaved.pk
+                ok = _write_outcome(request.judgement_id, count_to=slot.finish(request.judgement_id), **fields)
+                written.append(fields["status"] if ok else "gone")
+        for status in written:
+            self._finished(status)
 
 
 def judge_run_execute(*, run: JudgeRun, workers: int | None = None,
@@ -752,7 +896,14 @@ def judge_run_execute(*, run: JudgeRun, workers: int | None = None,
     JudgeRun.objects.filter(pk=run.pk).update(status=JudgeRun.Status.RUNNING, finished_at=None, error="")
     JudgeRun.objects.filter(pk=run.pk, started_at=None).update(started_at=timezone.now())
     stop = stop or threading.Event()
-    _Runner(run, size=max(1, int(workers or run.concurrency)), progress=progress, stop=stop).execute()
+    # The objects that exist now (the process's modules, Django, the SDK) are set aside from garbage collection for
+    # the run: a full collection over all of them takes about 0.1 s, every waiting request waits for it, and none of
+    # them become garbage meanwhile. They go back to the oldest generation afterwards.
+    gc.freeze()
+    try:
+        _Runner(run, size=max(1, int(workers or run.concurrency)), progress=progress, stop=stop).execute()
+    finally:
+        gc.unfreeze()
     if not _finish_if_done(run.pk) and stop.is_set():
         JudgeRun.objects.filter(pk=run.pk, status=JudgeRun.Status.RUNNING).update(status=JudgeRun.Status.QUEUED)
     run.refresh_from_db()

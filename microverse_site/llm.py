@@ -99,6 +99,8 @@ class LLMResult(Generic[T]):
     completion_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     cached: bool = False
+    #: With ``chat(defer_record=True)``: the answer's LLMCall row, not saved yet (``call_id`` is None until it is).
+    unsaved_call: Any = None
 
 
 # -------------------------------------------------------------------------------------------------- settings
@@ -357,11 +359,18 @@ def _client(config: LLMSettings) -> openai.OpenAI:
         return client
 
 
-def _record(*, purpose, model, base_url, request_hash_, status, totals: _Totals, started: float, config: LLMSettings,
-            response_text: str = "", error: str = ""):
+def _record(**fields):
+    row = _call_row(**fields)
+    row.save()
+    return row
+
+
+def _call_row(*, purpose, model, base_url, request_hash_, status, totals: _Totals, started: float,
+              config: LLMSettings, response_text: str = "", error: str = ""):
+    """The LLMCall row of a call that ends now, unsaved."""
     from microverse_site.models import LLMCall
 
-    return LLMCall.objects.create(
+    return LLMCall(
         purpose=purpose[:40], model=model[:120], base_url=config.redact(base_url)[:300], request_hash=request_hash_,
         status=status, attempts=min(totals.attempts, 32767), prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens,
@@ -375,11 +384,15 @@ def chat(*, purpose: str, messages: list[dict], validate: Callable[[str], T], ma
          shrink: Callable[[list[dict]], list[dict] | None] | None = None, model: str | None = None,
          temperature: float | None = None, max_tokens: int | None = None, response_format: dict | None = None,
          timeout: float | None = None, max_attempts: int | None = None, use_cache: bool = False,
-         config: LLMSettings | None = None) -> LLMResult[T]:
+         config: LLMSettings | None = None, request_hash_: str | None = None,
+         defer_record: bool = False) -> LLMResult[T]:
     """Ask the model for `purpose` and return ``validate(answer)`` (see the module docstring).
 
     Raises :class:`LLMError` (status "error": no usable HTTP answer; "invalid": answers failed `validate` after the
-    repairs) once the LLMCall row is written."""
+    repairs) once the LLMCall row is written. `request_hash_`: the caller's own :func:`request_hash` of this request,
+    when it has it. `defer_record`: an answer that validates comes back at once with its LLMCall row unsaved
+    (``LLMResult.unsaved_call``), for a caller that saves the rows of many calls together off its requests' path
+    (the judge runner); failed calls are still written before the error is raised."""
     config = config or LLMSettings.from_settings()
     overrides = {}
     if timeout is not None:
@@ -396,7 +409,7 @@ def chat(*, purpose: str, messages: list[dict], validate: Callable[[str], T], ma
         params["max_tokens"] = max_tokens
     if response_format is not None:
         params["response_format"] = response_format
-    hash_ = request_hash(model, messages, params)
+    hash_ = request_hash_ or request_hash(model, messages, params)
     started = time.monotonic()
     totals = _Totals()
     record = dict(purpose=purpose, model=model, base_url=config.base_url, request_hash_=hash_, config=config)
@@ -448,6 +461,11 @@ def chat(*, purpose: str, messages: list[dict], validate: Callable[[str], T], ma
                     {"role": "user", "content": REPAIR_MESSAGE.format(reason=reason.rstrip("."))},
                 ]
                 continue
+            if defer_record:
+                row = _call_row(**record, status="ok", totals=totals, started=started, response_text=text)
+                return LLMResult(value=value, text=text, model=model, request_hash=hash_, call_id=None,
+                                 attempts=totals.attempts, prompt_tokens=totals.prompt_tokens,
+                                 completion_tokens=totals.completion_tokens, cost_usd=row.cost_usd, unsaved_call=row)
             row = _record(**record, status="ok", totals=totals, started=started, response_text=text)
             logger.info("llm %s: ok, model %s, %d attempts, %d+%d tokens, %d ms", purpose, model, totals.attempts,
                         totals.prompt_tokens, totals.completion_tokens, row.latency_ms)

@@ -12,6 +12,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from datasets.video_io import index_colour, make_test_video
@@ -246,22 +247,84 @@ def test_a_slot_is_handed_on_without_growing_the_endpoint_count(benchmark, media
     run = make_run(folder, concurrency=1)
     first, second, third, fourth = Judgement.objects.filter(run=run, status="pending").order_by("pk")[:4]
     lease = runs.lease_seconds()
-    slot = runs._Slot()
-    assert runs._claim_in_slot(slot, first.pk, run, lease=lease) == "claimed"
-    assert runs._claim_in_slot(runs._Slot(), second.pk, run, lease=lease) == "busy"  # the endpoint's one slot
-    # handed on: the first claim no longer counts but stays running (not done) until its result is written
-    assert runs._claim_in_slot(slot, second.pk, run, lease=lease) == "claimed"
-    assert live_claims(lease) == [second.pk] and Judgement.objects.get(pk=first.pk).status == "running"
-    assert runs._record(first.pk, status="scored", scores=[1] * 5)
-    # the holder's result is written (it holds nothing now) and another process took the free slot meanwhile:
-    # the next claim in this slot counts again and waits
-    assert runs._record(second.pk, status="scored", scores=[1] * 5)
-    Judgement.objects.filter(pk=third.pk).update(status="running", updated_at=timezone.now())
-    assert runs._claim_in_slot(slot, fourth.pk, run, lease=lease) == "busy" and slot.holder is None
+    # claimed ahead by the runner: owned (running) but counting no slot on the endpoint
+    ahead = [fourth.pk, first.pk, second.pk]
+    assert runs._claim_ahead(ahead, run, lease=lease) == (ahead, set())
+    assert runs._claim_ahead([first.pk, third.pk], run, lease=lease) == ([third.pk], set())  # first: already claimed
     Judgement.objects.filter(pk=third.pk).update(status="pending")
-    assert runs._claim_in_slot(slot, fourth.pk, run, lease=lease) == "claimed" and live_claims(lease) == [fourth.pk]
-    # a judgement another process already finished is "gone", and the handover still frees the slot
-    assert runs._claim_in_slot(slot, first.pk, run, lease=lease) == "gone" and live_claims(lease) == []
+    assert live_claims(lease) == [] and Judgement.objects.filter(status="running").count() == 3
+    slot = runs._Slot()
+    assert runs._use_slot(slot, first.pk, run, lease=lease) == "claimed" and live_claims(lease) == [first.pk]
+    assert runs._use_slot(runs._Slot(), second.pk, run, lease=lease) == "busy"  # the endpoint's one slot
+    # handed on while the first result is not written yet: no write, the first claim still counts the slot
+    assert runs._use_slot(slot, second.pk, run, lease=lease) == "claimed" and live_claims(lease) == [first.pk]
+    # the first result moves the count to the second in the same transaction
+    assert runs._record(first.pk, count_to=slot.finish(first.pk), status="scored", scores=[1] * 5)
+    assert live_claims(lease) == [second.pk] and slot.holder == second.pk
+    # the second result is written while the slot is free: the count goes with it, and another process takes the
+    # free slot meanwhile, so the next request in this slot has to count again and waits
+    assert runs._record(second.pk, count_to=slot.finish(second.pk), status="scored", scores=[1] * 5)
+    assert live_claims(lease) == [] and slot.holder is None
+    Judgement.objects.filter(pk=third.pk).update(status="running", updated_at=timezone.now())
+    assert runs._use_slot(slot, fourth.pk, run, lease=lease) == "busy" and slot.holder is None
+    Judgement.objects.filter(pk=third.pk).update(status="pending")
+    assert runs._use_slot(slot, fourth.pk, run, lease=lease) == "claimed" and live_claims(lease) == [fourth.pk]
+    # a judgement another process already finished is "gone" and leaves the slot uncounted
+    assert runs._record(fourth.pk, count_to=slot.finish(fourth.pk), status="scored", scores=[1] * 5)
+    assert runs._use_slot(slot, first.pk, run, lease=lease) == "gone" and slot.holder is None
+    assert live_claims(lease) == []
+
+
+def test_a_claim_that_holds_no_slot_is_stale_to_a_reader_whose_clock_read_before_it(benchmark, media, folder,
+                                                                                     llm_endpoint):
+    """Another process reads its clock, then this one claims ahead: that reader must not count these claims (it
+    did once in CI, when they were dated exactly one lease back: 4 live claims on an endpoint of 2)."""
+    run = make_run(folder, concurrency=2)
+    ids = list(Judgement.objects.filter(run=run, status="pending").order_by("pk").values_list("pk", flat=True)[:3])
+    lease = runs.lease_seconds()
+    read_before = timezone.now() - timedelta(seconds=lease)
+    assert runs._claim_ahead(ids, run, lease=lease) == (ids, set())
+    assert runs._try_claim(ids[0], run, lease=lease, reclaim=True, slots=False) == "claimed"
+    assert not Judgement.objects.filter(pk__in=ids, updated_at__gte=read_before).exists()
+    assert Judgement.objects.filter(pk__in=ids, status="running").count() == 3
+
+
+def test_a_runs_first_claims_count_on_the_endpoint_up_to_its_free_slots(benchmark, media, folder, llm_endpoint):
+    run = make_run(folder, concurrency=2)
+    first, second, third, fourth = Judgement.objects.filter(run=run, status="pending").order_by("pk")[:4]
+    lease = runs.lease_seconds()
+    Judgement.objects.filter(pk=fourth.pk).update(status="running", updated_at=timezone.now())  # another process's
+    ids = [first.pk, second.pk, third.pk]
+    assert runs._claim_ahead(ids, run, lease=lease, count=16) == (ids, {first.pk})  # one slot left of 2
+    assert live_claims(lease) == [first.pk, fourth.pk]
+    slot, other = runs._Slot(), runs._Slot()
+    assert runs._use_slot(slot, first.pk, run, lease=lease, counted=True) == "claimed" and slot.holder == first.pk
+    assert runs._use_slot(other, second.pk, run, lease=lease) == "busy"  # the endpoint is full
+    assert live_claims(lease) == [first.pk, fourth.pk]
+
+
+def test_the_endpoint_count_never_exceeds_the_limit_while_slots_are_handed_on(benchmark, media, folder,
+                                                                              llm_endpoint):
+    """At every request the server sees, the live claims on the endpoint number at least one (the request in
+    flight is counted) and at most the run's concurrency, and its judgement is owned (running)."""
+    lease = runs.lease_seconds()
+    seen, lock = [], threading.Lock()
+
+    def counting(request_json):
+        fresh = timezone.now() - timedelta(seconds=lease)
+        with lock:
+            counts = Judgement.objects.filter(status="running").aggregate(  # one snapshot
+                counted=Count("pk", filter=Q(updated_at__gte=fresh)), owned=Count("pk"))
+            seen.append((counts["counted"], counts["owned"]))
+        time.sleep(0.05)
+        return answer_for(request_json)
+
+    llm_endpoint.responder = counting
+    run = make_run(folder, concurrency=2)
+    final = runs.judge_run_execute(run=run, workers=2)
+    assert final["scored"] == 9 and final["running"] == 0 and len(seen) == 9
+    assert all(1 <= counted <= 2 and owned >= counted for counted, owned in seen), seen
+    assert live_claims(lease) == []
 
 
 def test_cancelling_stops_a_run_in_process_and_a_rerun_pays_nothing_twice(benchmark, media, folder, llm_endpoint):

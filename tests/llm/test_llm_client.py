@@ -290,6 +290,27 @@ def test_a_crashing_validator_still_records_the_call(llm_endpoint):
     assert call.status == "error" and "internal error: KeyError" in call.error
 
 
+def test_a_deferred_record_comes_back_unsaved_and_failures_are_still_written(llm_endpoint):
+    llm_endpoint.script(Answer('{"x": 5}', prompt_tokens=10, completion_tokens=2), "no", "still no")
+    result = ask(validate=wants_json_with_x, defer_record=True)
+    assert (result.value, result.call_id) == (5, None) and LLMCall.objects.count() == 0  # nothing written yet
+    row = result.unsaved_call
+    assert (row.pk, row.status, row.response_text, row.prompt_tokens, row.attempts) == (None, "ok", '{"x": 5}', 10, 1)
+    assert row.request_hash == result.request_hash and row.latency_ms >= 0
+    row.save()  # what the judge runner does, many rows in one transaction
+    assert only_call().response_text == '{"x": 5}'
+    # a call that fails is written before the error is raised, deferred or not
+    with pytest.raises(llm.LLMError) as caught:
+        ask(validate=wants_json_with_x, defer_record=True)
+    assert caught.value.call_id == LLMCall.objects.get(status="invalid").pk
+
+
+def test_a_given_request_hash_is_the_one_recorded(llm_endpoint):
+    llm_endpoint.script("hello")
+    result = ask(request_hash_="a" * 64)
+    assert result.request_hash == only_call().request_hash == "a" * 64
+
+
 # -------------------------------------------------------------------------------------------------- cache
 
 
