@@ -33,6 +33,9 @@
     if (!target) return;
     event.preventDefault();
     if (target.tagName === "INPUT" || target.tagName === "SELECT") { target.focus(); return; }
+    // htmx binds the content it swaps in only when it settles (about 20 ms later); a key pressed before that would
+    // make a link do a full page load. process() binds it now, and does nothing to an element already bound.
+    if (window.htmx) window.htmx.process(target);
     target.click();
   });
 })();

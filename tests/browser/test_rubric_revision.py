@@ -45,6 +45,12 @@ def save_with_enter(page, drafts_before):
     page.wait_for_function(f"document.getElementById('draft-count').textContent === '{drafts_before + 1}'")
 
 
+def back_on_the_row(page, key):
+    """After a save the page puts the focus back on the criterion's row once the swap settles (about 20 ms later):
+    wait for it, so that the next j / k moves from there."""
+    page.wait_for_function("k => document.activeElement && document.activeElement.dataset.key === k", arg=key)
+
+
 def propose_weight(page, key, weight, rationale, drafts_before):
     move_to(page, key)
     page.keyboard.press("w")
@@ -56,8 +62,7 @@ def propose_weight(page, key, weight, rationale, drafts_before):
     page.wait_for_function("document.activeElement && document.activeElement.id === \'id_rationale\'")  # focus moves after the swap settles
     page.keyboard.type(rationale)
     save_with_enter(page, drafts_before)
-    page.wait_for_function("k => document.activeElement && document.activeElement.dataset.key === k", arg=key)
-    # back on the row, ready for j / k
+    back_on_the_row(page, key)
 
 
 def propose_delete(page, key, rationale, drafts_before):
@@ -67,6 +72,7 @@ def propose_delete(page, key, rationale, drafts_before):
     page.wait_for_function("document.activeElement && document.activeElement.id === \'id_rationale\'")  # focus moves after the swap settles
     page.keyboard.type(rationale)
     save_with_enter(page, drafts_before)
+    back_on_the_row(page, key)
 
 
 def propose_modify(page, key, text, rationale, drafts_before):
@@ -79,6 +85,7 @@ def propose_modify(page, key, text, rationale, drafts_before):
     page.keyboard.press("Tab")
     page.keyboard.type(rationale)
     save_with_enter(page, drafts_before)
+    back_on_the_row(page, key)
 
 
 def submit_all(page):
