@@ -20,13 +20,15 @@ Each stage is a plain function of a video id, run by a thin Celery task (``datas
   ``clip-samples/<video>/`` that no clip row points to) are deleted when the next split starts. The measuring
   stages clear their own (and later stages') measurements before measuring.
 
-Decoding, the costly part, happens twice per video, both times in the split: ``scenes.detect_scenes`` decodes it
-to find the cuts and hands over each kept clip's FRAMES_PER_CLIP evenly spaced sampled frames, which are stored
-once per clip (:func:`encode_samples`: lossless, at most SAMPLE_MAX_WIDTH pixels wide, ``Clip.sample_frames``);
-then :func:`_write_clips` writes every clip file and its middle-frame thumbnail in one more forward pass. The
-classify, borders and text stages read the stored frames and decode nothing (a clip without stored frames, e.g.
-split before they were kept, is decoded as before), and the text stage reads all of a video's clips with one
-Tesseract run (``ocr.measure_texts``).
+Decoding, the costly part, happens once per video, in the split: ``scenes.detect_scenes`` decodes it to find the
+cuts and hands over each kept clip's FRAMES_PER_CLIP evenly spaced sampled frames, which are stored once per clip
+(``datasets.sample_frames``: lossless, at most 640 pixels wide, ``Clip.sample_frames``); the middle one
+is the clip's thumbnail. The clip files are then cut without decoding: an H.264 MP4 source's packets are copied
+(``datasets.clip_copy``: frame-exact by an edit list, the source's own pixels). Any other source (another codec,
+10-bit, a WebM...) is re-encoded instead: :func:`_write_clips` writes every clip file and its middle-frame
+thumbnail in one more forward decoding pass, through x264. The classify, borders and text stages read the stored
+frames and decode nothing (a clip without stored frames, e.g. split before they were kept, is decoded as before),
+and the text stage reads all of a video's clips with one Tesseract run (``ocr.measure_texts``).
 
 Stages run in order; starting (or retrying) a stage also re-runs every later stage, whose input it changes. A clip
 dropped by one stage is not sent to later ones. Measurements are stored raw; verdicts come from
@@ -35,7 +37,6 @@ dropped by one stage is not sent to later ones. Measurements are stored raw; ver
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -58,6 +59,7 @@ from django.utils import timezone
 from annotation.services import log_action
 from datasets.classifier_versions import active_classifier_dir
 from datasets.models import Clip, SourceVideo, StageRun
+from datasets.sample_frames import decode_samples, encode_samples
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ PROGRESS_STEP = 0.05  # progress is written when it has moved by at least this m
 FRAME_BUFFER_BYTES = 256 * 1024 * 1024  # decoded frames held at once by a measuring stage
 CLIP_ROOT = "clips"
 SAMPLE_ROOT = "clip-samples"  # each clip's sampled frames, kept by the split for the measuring stages
-SAMPLE_MAX_WIDTH = 640  # pixels: sampled frames are kept at most this wide (OCR reads frames at this width)
 SAMPLES_SUFFIX = ".samples.npz"
 CLIP_FILE_FIELDS = ("file", "thumbnail", "sample_frames")
 
@@ -604,8 +605,8 @@ def _refuse_resplit_of_reviewed_clips(video: SourceVideo) -> None:
 
 def stage_split(*, video_id: int) -> StageRun | None:
     """Cut the video into clips where adjacent sampled frames' embeddings differ (``datasets.scenes``), store each
-    clip's sampled frames, write each clip (H.264 MP4) and a thumbnail, then replace the video's clips in one
-    transaction."""
+    clip's sampled frames, write each clip (H.264 MP4: copied packets, or re-encoded) and a thumbnail, then
+    replace the video's clips in one transaction."""
     run = _claim(video_id, Stage.SPLIT)
     if run is None:
         return None
@@ -615,7 +616,7 @@ def stage_split(*, video_id: int) -> StageRun | None:
 
 
 def _split(attempt: _Attempt, video: SourceVideo) -> None:
-    from datasets import embedders, scenes
+    from datasets import clip_copy, embedders, scenes, video_io
 
     pipeline = settings.PIPELINE
     _refuse_resplit_of_reviewed_clips(video)
@@ -626,10 +627,13 @@ def _split(attempt: _Attempt, video: SourceVideo) -> None:
     per_clip = int(pipeline["FRAMES_PER_CLIP"])
     written: list[str] = []
     try:
-        with local_video_path(video.file) as source:
+        with local_video_path(video.file) as source, tempfile.TemporaryDirectory(prefix="split-") as work:
             embedder = embedders.embedder_from_settings(pipeline["OPENCLIP_WEIGHTS"], pipeline["OPENCLIP_MODEL"])
+            copy_refusal = (clip_copy.copy_refusal(source) if pipeline["COPY_CLIPS"]
+                            else "clip copying is off (PIPELINE_COPY_CLIPS)")
             total_frames = max(1, video.frame_count)
             samples: dict[int, str] = {}  # start frame of a kept clip -> its stored sample frames
+            thumbnails: dict[int, Path] = {}  # start frame of a kept clip -> its thumbnail (copied clips)
             kept = [0]  # kept clips so far: the next one's position
 
             def decoded(frames: int) -> None:  # after each batch of samples: progress, and stop if cancelled
@@ -639,32 +643,39 @@ def _split(attempt: _Attempt, video: SourceVideo) -> None:
             def keep_samples(segment, frames) -> None:  # each kept clip's frames, stored for the later stages
                 if segment.too_short:
                     return
+                attempt.check()
                 kept[0] += 1
                 if not frames:  # none sampled (a clip shorter than the sampling interval): decoded when measured
                     return
-                name = f"{kept[0] - 1:04d}_{segment.start_frame}-{segment.end_frame}{SAMPLES_SUFFIX}"
-                samples[segment.start_frame] = _save_bytes(samples_prefix + name, encode_samples(frames), written)
+                name = f"{kept[0] - 1:04d}_{segment.start_frame}-{segment.end_frame}"
+                samples[segment.start_frame] = _save_bytes(samples_prefix + name + SAMPLES_SUFFIX,
+                                                           encode_samples(frames), written)
+                if not copy_refusal:  # copying decodes nothing: the middle sampled frame is the thumbnail
+                    thumbnails[segment.start_frame] = Path(work) / f"{name}.jpg"
+                    video_io.write_thumbnail(frames[len(frames) // 2], thumbnails[segment.start_frame])
 
             result = scenes.detect_scenes(source, embedder=embedder, sample_fps=pipeline["SAMPLE_FPS"],
                                           threshold=pipeline["SPLIT_THRESHOLD"],
                                           min_clip_seconds=pipeline["MIN_CLIP_SECONDS"],
                                           frames_per_segment=per_clip if per_clip > 0 else 0,
-                                          on_segment=keep_samples if per_clip > 0 else None, on_progress=decoded)
+                                          on_segment=keep_samples if per_clip > 0 else None,
+                                          on_progress=decoded)
             spans = [(int(s), int(e)) for s, e in result.clips]
             attempt.progress(0.3, force=True, clips_in=len(result.segments))
             fps = float(result.fps or video.fps)
             rows = []
-            with tempfile.TemporaryDirectory(prefix="split-") as work:
-                for position, (start, end), local_clip, local_thumb in _write_clips(source, spans, fps, Path(work)):
-                    attempt.check()
-                    clip_name = _save(prefix + local_clip.name, local_clip, written)
-                    thumb_name = _save(prefix + local_thumb.name, local_thumb, written)
-                    rows.append(Clip(video=video, position=position, start_frame=start, end_frame=end, fps=fps,
-                                     file=clip_name, thumbnail=thumb_name, sample_frames=samples.get(start, ""),
-                                     embedder=result.embedder))
-                    if sleep_per_clip:
-                        time.sleep(sleep_per_clip)
-                    attempt.progress(0.3 + 0.65 * (position + 1) / max(1, len(spans)))
+            clip_files = _clip_files(video, source, spans, fps, Path(work), result.frame_count, copy_refusal,
+                                     thumbnails)
+            for position, (start, end), local_clip, local_thumb in clip_files:
+                attempt.check()
+                clip_name = _save(prefix + local_clip.name, local_clip, written)
+                thumb_name = _save(prefix + local_thumb.name, local_thumb, written)
+                rows.append(Clip(video=video, position=position, start_frame=start, end_frame=end, fps=fps,
+                                 file=clip_name, thumbnail=thumb_name, sample_frames=samples.get(start, ""),
+                                 embedder=result.embedder))
+                if sleep_per_clip:
+                    time.sleep(sleep_per_clip)
+                attempt.progress(0.3 + 0.65 * (position + 1) / max(1, len(spans)))
         old_files: list[str] = []
         with transaction.atomic():
             attempt.check()
@@ -680,6 +691,47 @@ def _split(attempt: _Attempt, video: SourceVideo) -> None:
         if not Clip.objects.filter(video=video, file__startswith=prefix).exists():
             _delete_files(written)
         raise
+
+
+def _clip_files(video: SourceVideo, source: str, spans: list[tuple[int, int]], fps: float, folder: Path,
+                frame_count: int, copy_refusal: str | None,
+                thumbnails: dict[int, Path]) -> Iterator[tuple[int, tuple[int, int], Path, Path]]:
+    """The clip files and thumbnails: copied (:func:`_copy_clips`) when the source allows it, else re-encoded
+    (:func:`_write_clips`)."""
+    from datasets import clip_copy
+
+    index = plans = None
+    if not copy_refusal:
+        try:
+            index = clip_copy.packet_index(source)
+            if index.frame_count != frame_count:
+                raise clip_copy.CannotCopy(f"the file has {index.frame_count} frames' packets but {frame_count} "
+                                           "frames decode")
+            plans = clip_copy.plan_clips(index, spans)
+        except clip_copy.CannotCopy as refusal:
+            copy_refusal = str(refusal)
+    if copy_refusal:
+        logger.info("video %s: clips are re-encoded: %s", video.pk, copy_refusal)
+        return _write_clips(source, spans, fps, folder)
+    return _copy_clips(source, spans, folder, thumbnails, index, plans)
+
+
+def _copy_clips(source: str, spans: list[tuple[int, int]], folder: Path, thumbnails: dict[int, Path],
+                index, plans) -> Iterator[tuple[int, tuple[int, int], Path, Path]]:
+    """Each span ``[start, end)`` as an MP4 of the source's own H.264 packets (``clip_copy``: nothing decoded or
+    re-encoded, frame-exact), with the thumbnail the split made from the clip's middle sampled frame (a clip with
+    none: its middle frame, decoded from the clip file). Yields what :func:`_write_clips` yields."""
+    from datasets import clip_copy, video_io
+
+    for position, copied in clip_copy.copy_clips(source, spans, folder / "copied", index=index, plans=plans):
+        start, end = spans[position]
+        stem = f"{position:04d}_{start}-{end}"
+        clip = copied.rename(folder / f"{stem}.mp4")
+        thumbnail = thumbnails.get(start)
+        if thumbnail is None:
+            thumbnail = folder / f"{stem}.jpg"
+            video_io.write_thumbnail(video_io.read_frames(clip, [(end - start - 1) // 2])[0], thumbnail)
+        yield position, (start, end), clip, thumbnail
 
 
 def _write_clips(source: str, spans: list[tuple[int, int]], fps: float,
@@ -752,50 +804,6 @@ def _save_bytes(name: str, data: bytes, written: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- sampled frames
-
-
-def _downscale(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    height, width = frame.shape[:2]
-    if width <= SAMPLE_MAX_WIDTH:
-        return frame
-    size = (SAMPLE_MAX_WIDTH, max(1, round(height * SAMPLE_MAX_WIDTH / width)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-
-
-def encode_samples(frames: list[np.ndarray]) -> bytes:
-    """A clip's sampled frames (BGR), scaled down to at most SAMPLE_MAX_WIDTH pixels wide, as one lossless file:
-    an ``.npz`` (not compressed itself) holding ``count`` and ``png``, the frames stacked top to bottom in one PNG
-    (the "up" filter with run-length coding: fast to write and read, about 3x smaller than raw)."""
-    from datasets import video_io  # noqa: F401  (sets OpenCV's log level before cv2 is first used)
-    import cv2
-
-    smalls = [_downscale(frame) for frame in frames]
-    shape = smalls[0].shape
-    smalls = [f if f.shape == shape else cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-              for f in smalls]
-    stack = np.ascontiguousarray(np.concatenate(smalls, axis=0))
-    ok, png = cv2.imencode(".png", stack, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER,
-                                           cv2.IMWRITE_PNG_FILTER_UP, cv2.IMWRITE_PNG_STRATEGY,
-                                           cv2.IMWRITE_PNG_STRATEGY_RLE])
-    if not ok:
-        raise ValueError("the sampled frames cannot be encoded as PNG")
-    buffer = io.BytesIO()
-    np.savez(buffer, count=np.array(len(smalls)), png=png.ravel())
-    return buffer.getvalue()
-
-
-def decode_samples(data: bytes) -> list[np.ndarray]:
-    """The frames :func:`encode_samples` stored (BGR, uint8)."""
-    import cv2
-
-    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-        count, png = int(stored["count"]), stored["png"]
-    stack = cv2.imdecode(png, cv2.IMREAD_COLOR)
-    if stack is None or count <= 0 or stack.shape[0] % count:
-        raise ValueError("the stored sample frames cannot be read")
-    return list(np.split(stack, count, axis=0))
 
 
 def read_samples(clip: Clip) -> list[np.ndarray]:

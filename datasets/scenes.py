@@ -7,22 +7,25 @@
    similarity).
 2. **Cut.** Wherever the similarity of two consecutive samples ``a < b`` is below ``threshold``, the shot changes
    somewhere in ``(a, b]``.
-3. **Refine.** Every frame is decoded and reduced on the fly to a coarse colour thumbnail (a strided view about 80
-   pixels wide: no resampling cost), and the mean absolute difference of each frame's thumbnail from the previous
-   one is kept for the frames since the last processed sample. The cut goes on the frame of ``(a, b]`` with the
-   largest difference: the exact frame of a hard cut. One cut per window: two cuts closer than one sampling
-   interval become one (the shot between them would be far shorter than any sensible minimum clip length).
+3. **Refine.** Every frame is decoded and summarised on the fly by a coarse thumbnail of its decoded planes (every
+   n-th sample, about 80 per row, of Y, U and V: no colour conversion, no resampling), and the mean absolute
+   difference of each frame's thumbnail from the previous one is kept for the frames since the last processed
+   sample. The cut goes on the frame of ``(a, b]`` with the largest difference: the exact frame of a hard cut. One
+   cut per window: two cuts closer than one sampling interval become one (the shot between them would be far
+   shorter than any sensible minimum clip length).
 4. **Segments.** The cuts split ``[0, frame_count)`` into segments that cover the video in order (end exclusive;
    ``frame_count`` is the number of frames that decode). Each segment shorter than ``min_clip_seconds`` is flagged
    ``too_short``; ``SceneResult.clips`` holds only the others. Short segments are *not* merged into a neighbour: a
    shot change inside a clip is what splitting exists to prevent, so a short shot is left out (a gap between clips)
    rather than glued to another.
 
-Why every frame is converted (``read``), not only the samples (``grab`` + ``retrieve``): the refinement needs the
-frames between two samples, and the two other ways to get them cost more. Converting every frame costs about 30 %
-more than decoding alone with ``grab()`` (1280x720 H.264, measured: 1.05 s against 0.81 s of CPU for 250 frames);
-re-decoding each cut's window after a seek restarts decoding at the previous keyframe, up to a whole GOP (x264's
-default is 250 frames) per cut, and measured 0.87 s for the two cuts of that same video.
+Decoding is PyAV's, single-threaded (``video_io.decode_frames``), and only the sampled frames are converted to BGR
+(bit-identical to OpenCV's ``read()``, which numbers frames the same way). OpenCV's ``read()`` of every frame, used
+before, costs about twice the CPU for 720p H.264: frame threads, and a BGR conversion of every frame. The
+refinement needs the frames between two samples, and reading them from the decoded planes is the cheap way; the
+other, re-decoding each cut's window after a seek, restarts decoding at the previous keyframe, up to a whole GOP
+(x264's default is 250 frames) per cut. OpenCV still opens the file first: its refusal and its frame rate are the
+ones every other reader here uses.
 
 Memory is bounded whatever the video's length: at most ``batch_size`` sampled frames wait for the embedder, the
 refinement keeps one float per frame for about ``batch_size * step`` frames, and with ``frames_per_segment`` set,
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets import video_io  # noqa: F401  (sets FFmpeg's log level before the first capture opens)
+from datasets import video_io
 from datasets.embedders import Embedder
 from datasets.video_io import UnreadableVideo
 
@@ -135,6 +138,7 @@ def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: fl
     if not (math.isfinite(fps) and fps > 0):
         capture.release()
         raise UnreadableVideo("The video reports no frame rate (0 fps).")
+    capture.release()  # OpenCV says what it could open, and the frame rate; PyAV decodes (cheaper, see below)
     step = max(1, round(fps / sample_fps))
     batch_size = max(1, int(batch_size))
     keep = _SegmentFrames(frames_per_segment if on_segment else 0)
@@ -182,17 +186,14 @@ def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: fl
     index = 0
     pending: list[tuple[int, np.ndarray]] = []
     previous_thumb = None
+    frames = video_io.decode_frames(path)
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                break
-            stride = max(1, frame.shape[1] // THUMB_COLUMNS)
-            thumb = frame[stride // 2::stride, stride // 2::stride].astype(np.int16)
+        for frame in frames:
+            thumb = video_io.plane_thumbnail(frame, THUMB_COLUMNS)
             changes.append(float(np.abs(thumb - previous_thumb).mean()) if previous_thumb is not None else 0.0)
             previous_thumb = thumb
             if index % step == 0:
-                pending.append((index, frame))
+                pending.append((index, video_io.frame_to_bgr(frame)))
                 if len(pending) >= batch_size:
                     process(pending)
                     pending = []
@@ -201,7 +202,7 @@ def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: fl
             index += 1
         process(pending)
     finally:
-        capture.release()
+        frames.close()
     frame_count = index
     if frame_count == 0:
         raise UnreadableVideo("No frame of the video can be decoded.")

@@ -201,6 +201,9 @@ PIPELINE = {
     "BORDER_MAX_FRACTION": env.float("PIPELINE_BORDER_MAX_FRACTION", default=0.05),
     "TEXT_MAX_AREA_FRACTION": env.float("PIPELINE_TEXT_MAX_AREA_FRACTION", default=0.005),
     "FRAMES_PER_CLIP": env.int("PIPELINE_FRAMES_PER_CLIP", default=8),
+    # Clip files of an H.264 MP4 source are its own packets, frame-exact by an MP4 edit list (datasets/clip_copy.py);
+    # off: every clip is re-encoded with x264 (for tools that ignore edit lists, such as decord).
+    "COPY_CLIPS": env.bool("PIPELINE_COPY_CLIPS", default=True),
     # A running stage touches its StageRun every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS belongs to a
     # dead worker and is re-queued when a worker starts (the re-delivery of a killed run).
     "HEARTBEAT_SECONDS": env.float("PIPELINE_HEARTBEAT_SECONDS", default=10.0),

@@ -174,6 +174,23 @@ def test_samples_are_lossless_and_at_most_640_pixels_wide():
     assert all(np.array_equal(f[0, 0], (10 * i, 100, 200)) for i, f in enumerate(back))
 
 
+def test_samples_stored_as_png_by_earlier_splits_are_still_read_and_junk_is_refused():
+    import io
+
+    import cv2
+
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, (36, 64, 3), dtype=np.uint8) for _ in range(3)]
+    png = cv2.imencode(".png", np.concatenate(frames, axis=0))[1]
+    buffer = io.BytesIO()
+    np.savez(buffer, count=np.array(3), png=png.ravel())
+    assert all(np.array_equal(a, b) for a, b in zip(frames, pipeline.decode_samples(buffer.getvalue())))
+    stored = pipeline.encode_samples(frames)
+    for junk in (b"", b"not a file", stored[:len(stored) // 2]):
+        with pytest.raises(ValueError, match="cannot be read"):
+            pipeline.decode_samples(junk)
+
+
 # ------------------------------------------------------------------------------------------------ measure_texts
 
 

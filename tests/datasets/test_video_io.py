@@ -199,3 +199,30 @@ def test_write_frames_writes_whole_files_or_nothing(tmp_path):
     with pytest.raises(UnreadableVideo, match="no frames"):
         video_io.write_frames([], tmp_path / "out" / "empty.mp4", 10.0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["five.mp4"]  # no partial or temporary file
+
+
+@pytest.mark.parametrize("codec", ["h264", "mp4v"])
+def test_decode_frames_numbers_and_converts_frames_as_opencv_does(tmp_path, codec):
+    path = make_test_video(tmp_path / f"{codec}.mp4", frames=30, size=(96, 64), fps=24, codec=codec)
+    opencv = [frame for _, frame in video_io.iter_frames(path)]
+    ours = [video_io.frame_to_bgr(frame) for frame in video_io.decode_frames(path)]
+    assert len(ours) == len(opencv) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(ours, opencv))  # bit-identical, frame for frame
+
+
+def test_plane_thumbnails_tell_frames_apart_without_conversion(video):
+    frames = list(video_io.decode_frames(video))
+    thumbs = [video_io.plane_thumbnail(frame, 20) for frame in frames[:3]]
+    assert frames[0].format.name == "yuv420p"
+    assert thumbs[0].dtype == np.int16 and thumbs[0].size == 3 * 20 * 15  # Y, U, V (each plane strided on its own)
+    assert np.abs(thumbs[1] - thumbs[0]).mean() > 10 and np.array_equal(thumbs[0], video_io.plane_thumbnail(
+        frames[0], 20))
+    rgb = frames[0].reformat(format="rgb24")  # not 8-bit planar: summarised from its BGR conversion
+    assert video_io.plane_thumbnail(rgb, 20).shape == (15 * 20 * 3,)
+
+
+def test_decode_frames_refuses_what_is_not_a_video(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(UnreadableVideo, match="not a video"):
+        list(video_io.decode_frames(text))
