@@ -17,9 +17,10 @@ Reports, per video and in total:
     video with OpenCV alone (``VideoCapture.read()`` of every frame) in the same run: ``split`` - scene splitting
     only; ``stream`` - one decoding pass, borders and text measured on each kept clip's 8 frames handed over by
     ``detect_scenes(on_segment=...)``; ``pipeline`` - the real thing: the four stage functions of
-    ``datasets.pipeline`` (split, which also writes the H.264 clip files, thumbnails and each clip's stored sampled
-    frames; classify; borders; text) run in this process on a throwaway SQLite database and media folder, with the
-    CPU of each stage, and of the split's clip files, printed apart.
+    ``datasets.pipeline`` (split, which also writes the clip files - copied from the H.264 source's packets -,
+    thumbnails and each clip's stored sampled frames; classify; borders; text) run in this process on a throwaway
+    SQLite database and media folder, with the CPU of each stage, and of the split's clip files, printed apart;
+    ``pipeline-reencode`` - the same with every clip re-encoded by x264, as for a source that cannot be copied.
 (c) peak memory of each job: every job runs in its own fresh process, so the figures do not mix; the peak is the
     process's ``VmHWM`` (``ru_maxrss`` from ``resource.getrusage`` is printed beside it, but on Linux it inherits
     the parent's resident size through fork + exec).
@@ -148,11 +149,17 @@ def job(name: str, video: str) -> dict:
     """Run one job in this (fresh) process; returns its figures. Imports (and Tesseract's version check) happen
     before the clock starts, as in a worker that has been running for a while."""
     pipeline_video = None
-    if name == "ours-pipeline":
-        pipeline_video = _pipeline_setup(video)
+    if name.startswith("ours-pipeline"):
+        # -reencode: every clip through x264, as for a source whose packets cannot be copied (not H.264, ...)
+        pipeline_video = _pipeline_setup(video, copy_clips=name != "ours-pipeline-reencode")
     if name.startswith("ours"):
-        from datasets import borders, embedders, ocr, scenes, video_io  # noqa: F401
+        import av  # noqa: F401  (PyAV: decoding and clip copying; about 0.09 s of CPU to import)
+        import zstandard  # noqa: F401
 
+        from datasets import borders, clip_copy, embedders, ocr, sample_frames, scenes, video_io  # noqa: F401
+
+        if name.startswith("ours-pipeline"):
+            from datasets import classifier  # noqa: F401  (the classify stage imports it when it first runs)
         ocr._tesseract()
     elif name == "scenedetect":
         import scenedetect  # noqa: F401
@@ -183,7 +190,7 @@ def job(name: str, video: str) -> dict:
         options = {"embedder": ColourStructureEmbedder(), "sample_fps": 4.0, "threshold": 0.85,
                    "min_clip_seconds": 2.0}
         measured = []
-        if name == "ours-pipeline":
+        if name.startswith("ours-pipeline"):
             result, measured = _pipeline_run(pipeline_video)
         elif name == "ours-split":
             result = detect_scenes(video, **options)
@@ -200,7 +207,7 @@ def job(name: str, video: str) -> dict:
         out["cuts"] = [c.frame for c in result.cuts]
         out["clips"] = result.clips
         out["measured"] = measured
-        if name == "ours-pipeline":
+        if name.startswith("ours-pipeline"):
             out["stages"] = result.stages
     after = _usage()
     out.update(wall=time.perf_counter() - wall, cpu=after["cpu"] - before["cpu"],
@@ -209,7 +216,7 @@ def job(name: str, video: str) -> dict:
     return out
 
 
-def _pipeline_setup(video: str):
+def _pipeline_setup(video: str, *, copy_clips: bool = True):
     """Before the clock: Django on a throwaway SQLite database and media folder (the pipeline's default settings:
     colour-structure embedder, 4 samples/s, threshold 0.85, 2 s minimum, 8 frames per clip, no classifier), the
     video ingested and its four stage runs queued."""
@@ -220,7 +227,8 @@ def _pipeline_setup(video: str):
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     os.environ.update({"DJANGO_SETTINGS_MODULE": "microverse_site.settings", "DJANGO_MEDIA_ROOT": str(work / "media"),
                        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}", "MICROVERSE_VAR_DIR": str(work),
-                       "PIPELINE_CLASSIFIER_DIR": "", "PIPELINE_OPENCLIP_WEIGHTS": ""})
+                       "PIPELINE_CLASSIFIER_DIR": "", "PIPELINE_OPENCLIP_WEIGHTS": "",
+                       "PIPELINE_COPY_CLIPS": "true" if copy_clips else "false"})
     import django
 
     django.setup()
@@ -249,10 +257,13 @@ def _pipeline_run(source):
 
     per_stage = {}
     writing = {"cpu": 0.0}
-    real_write_clips = getattr(pipeline, "_write_clips", None)
+    real_clip_files = pipeline._clip_files
 
-    def timed_write_clips(*args, **kwargs):  # the split's clip files (decoding pass + x264), counted apart
-        clips = real_write_clips(*args, **kwargs)
+    def timed_clip_files(*args, **kwargs):  # the split's clip files (copied, or decoded + x264), counted apart
+        before = _usage()
+        clips = real_clip_files(*args, **kwargs)  # the packet index is read here
+        after = _usage()
+        writing["cpu"] += after["cpu"] + after["children_cpu"] - before["cpu"] - before["children_cpu"]
         while True:
             before = _usage()
             try:
@@ -264,15 +275,13 @@ def _pipeline_run(source):
                 writing["cpu"] += after["cpu"] + after["children_cpu"] - before["cpu"] - before["children_cpu"]
             yield item
 
-    if real_write_clips is not None:
-        pipeline._write_clips = timed_write_clips
+    pipeline._clip_files = timed_clip_files
     for stage in pipeline.STAGE_ORDER:
         before = _usage()
         pipeline.STAGE_FUNCTIONS[stage](video_id=source.pk)
         after = _usage()
         per_stage[stage] = round(after["cpu"] + after["children_cpu"] - before["cpu"] - before["children_cpu"], 3)
-    if real_write_clips is not None:
-        per_stage["split: clip files"] = round(writing["cpu"], 3)
+    per_stage["split: clip files"] = round(writing["cpu"], 3)
     statuses = dict(StageRun.objects.filter(video=source).values_list("stage", "status"))
     if set(statuses.values()) != {"done"}:
         raise RuntimeError(f"pipeline stages did not all finish: {statuses}")
@@ -346,9 +355,10 @@ def main() -> None:
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     totals = {"ours": [0, 0, 0], "scenedetect": [0, 0, 0]}
-    time_sums = {k: 0.0 for k in ("decode", "ours-split", "scenedetect", "ours-stream", "ours-pipeline")}
+    time_sums = {k: 0.0 for k in ("decode", "ours-split", "scenedetect", "ours-stream", "ours-pipeline",
+                                  "ours-pipeline-reencode")}
     rows = []
-    stage_sums: dict[str, float] = {}
+    stage_sums: dict[str, dict[str, float]] = {}
     for n in range(args.videos):
         started = time.perf_counter()
         truth = make_video(folder / f"bench{n}.mp4", seed=n + 1, seconds=args.seconds)
@@ -356,7 +366,8 @@ def main() -> None:
               f"shots {truth['kinds']} (made in {time.perf_counter() - started:.1f} s)")
         figures = {"decode": run_job("decode", truth["path"]), "ours-split": run_job("ours-split", truth["path"]),
                    "ours-stream": run_job("ours-stream", truth["path"]),
-                   "ours-pipeline": run_job("ours-pipeline", truth["path"])}
+                   "ours-pipeline": run_job("ours-pipeline", truth["path"]),
+                   "ours-pipeline-reencode": run_job("ours-pipeline-reencode", truth["path"])}
         if have_scenedetect:
             figures["scenedetect"] = run_job("scenedetect", truth["path"])
         base = figures["decode"]["cpu"]
@@ -375,7 +386,7 @@ def main() -> None:
                     line += f", cuts: tp {tp} fp {fp} fn {fn} (exact frame: {exact})"
             if "stages" in fig:
                 for stage, value in fig["stages"].items():
-                    stage_sums[stage] = stage_sums.get(stage, 0.0) + value
+                    stage_sums.setdefault(name, {})[stage] = stage_sums.get(name, {}).get(stage, 0.0) + value
                 line += ", per stage: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in fig["stages"].items())
             print(line)
             rows.append((n, name, total_cpu, total_cpu / base, fig["wall"], fig["maxrss_mb"]))
@@ -392,9 +403,8 @@ def main() -> None:
     for name, total in time_sums.items():
         if total:
             print(f"  {name:14s} total cpu {total:7.2f} s = {total / base:4.2f}x OpenCV decode")
-    if stage_sums:
-        print("  ours-pipeline per stage: " + ", ".join(f"{k} {v:.2f} s = {v / base:.2f}x"
-                                                      for k, v in stage_sums.items()))
+    for name, sums in stage_sums.items():
+        print(f"  {name} per stage: " + ", ".join(f"{k} {v:.2f} s = {v / base:.2f}x" for k, v in sums.items()))
     print(f"\nvideos in {folder}" if args.keep else "")
 
 
