@@ -210,6 +210,18 @@ def test_decode_frames_numbers_and_converts_frames_as_opencv_does(tmp_path, code
     assert all(np.array_equal(a, b) for a, b in zip(ours, opencv))  # bit-identical, frame for frame
 
 
+def test_the_reused_converter_follows_frames_of_other_sizes(tmp_path):
+    """frame_to_bgr keeps one converter per thread: frames of two videos of different sizes, interleaved, still
+    convert exactly as OpenCV reads them."""
+    small = make_test_video(tmp_path / "small.mp4", frames=6, size=(96, 64), fps=24)
+    large = make_test_video(tmp_path / "large.mp4", frames=6, size=(160, 120), fps=24)
+    expected = [frame for pair in zip(video_io.iter_frames(small), video_io.iter_frames(large)) for _, frame in pair]
+    ours = [video_io.frame_to_bgr(frame)
+            for pair in zip(video_io.decode_frames(small), video_io.decode_frames(large)) for frame in pair]
+    assert [frame.shape for frame in ours[:2]] == [(64, 96, 3), (120, 160, 3)]
+    assert len(ours) == 12 and all(np.array_equal(a, b) for a, b in zip(ours, expected))
+
+
 def test_plane_thumbnails_tell_frames_apart_without_conversion(video):
     frames = list(video_io.decode_frames(video))
     thumbs = [video_io.plane_thumbnail(frame, 20) for frame in frames[:3]]
