@@ -167,6 +167,51 @@ def test_text_free_frames_need_no_tesseract(monkeypatch):
     assert measure_text([]) == TextResult(0.0, "", ())
 
 
+def cells(index, width=1280, height=720):
+    """Smooth bright ellipses on a dim, smoothly varying background: their outlines pass the text-region edge
+    tests (as cells in the benchmark's videos do)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    grey = (60 + 40 * np.sin(xs / 97.0) * np.cos(ys / 71.0)).astype(np.uint8)
+    frame = cv2.merge([grey, grey, grey])
+    for k, (cx, cy) in enumerate([(300, 250), (700, 420), (1000, 200)]):
+        cv2.ellipse(frame, (cx + 3 * index, cy), (90 + 10 * k, 45), 20 * k, 0, 360, (200, 210, 220), -1, cv2.LINE_AA)
+    return frame
+
+
+def test_smooth_blobs_that_pass_the_edge_tests_need_no_tesseract(monkeypatch):
+    frames = [cells(index) for index in range(3)]
+    assert all(ocr.text_regions(ocr._downscale(frame, 640)) for frame in frames)  # they would be read
+    monkeypatch.setattr(ocr, "_tesseract", lambda: pytest.fail("tesseract should not run"))
+
+    assert measure_text(frames) == TextResult(0.0, "", ())
+
+
+@needs_tesseract
+def test_only_regions_that_cross_strokes_like_letters_are_read(monkeypatch):
+    pytesseract = ocr._tesseract()
+    canvases = []
+    real = pytesseract.image_to_data
+
+    def spy(image, **kwargs):
+        canvases.append(image)
+        return real(image, **kwargs)
+
+    monkeypatch.setattr(pytesseract, "image_to_data", spy)
+    frames = []
+    for index in range(3):
+        frame = cells(index)
+        cv2.putText(frame, "the nucleus divides", (420, 680), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 2,
+                    cv2.LINE_AA)
+        frames.append(frame)
+
+    result = measure_text(frames)
+
+    assert {"nucleus", "divides"} <= set(result.words)
+    assert len(canvases) == 1  # one Tesseract run, for one tile: the caption (read once: it does not change)
+    inked = (canvases[0] < 128).any(axis=1)
+    assert int(np.count_nonzero(np.diff(inked.astype(np.int8)) == 1)) == 1
+
+
 def test_missing_tesseract_binary_is_a_clear_error(monkeypatch):
     pytesseract = pytest.importorskip("pytesseract")
     monkeypatch.setattr(ocr, "_pytesseract", None)
