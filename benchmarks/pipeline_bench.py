@@ -188,7 +188,7 @@ def job(name: str, video: str) -> dict:
         from datasets.scenes import detect_scenes
 
         options = {"embedder": ColourStructureEmbedder(), "sample_fps": 4.0, "threshold": 0.85,
-                   "min_clip_seconds": 2.0}
+                   "min_clip_seconds": 2.0, "sample_max_width": 640}  # as the pipeline (SAMPLE_MAX_WIDTH)
         measured = []
         if name.startswith("ours-pipeline"):
             result, measured = _pipeline_run(pipeline_video)

@@ -59,7 +59,7 @@ from django.utils import timezone
 from annotation.services import log_action
 from datasets.classifier_versions import active_classifier_dir
 from datasets.models import Clip, SourceVideo, StageRun
-from datasets.sample_frames import decode_samples, encode_samples
+from datasets.sample_frames import SAMPLE_MAX_WIDTH, decode_samples, encode_samples
 
 logger = logging.getLogger(__name__)
 
@@ -659,7 +659,7 @@ def _split(attempt: _Attempt, video: SourceVideo) -> None:
                                           min_clip_seconds=pipeline["MIN_CLIP_SECONDS"],
                                           frames_per_segment=per_clip if per_clip > 0 else 0,
                                           on_segment=keep_samples if per_clip > 0 else None,
-                                          on_progress=decoded)
+                                          on_progress=decoded, sample_max_width=SAMPLE_MAX_WIDTH)
             spans = [(int(s), int(e)) for s, e in result.clips]
             attempt.progress(0.3, force=True, clips_in=len(result.segments))
             fps = float(result.fps or video.fps)

@@ -22,10 +22,12 @@ ZSTD_LEVEL = 3
 def _downscale(frame: np.ndarray) -> np.ndarray:
     import cv2
 
+    from datasets.video_io import scaled_size
+
     height, width = frame.shape[:2]
-    if width <= SAMPLE_MAX_WIDTH:
+    size = scaled_size(width, height, SAMPLE_MAX_WIDTH)
+    if size == (width, height):  # the split's frames come at this width already (detect_scenes' sample_max_width)
         return frame
-    size = (SAMPLE_MAX_WIDTH, max(1, round(height * SAMPLE_MAX_WIDTH / width)))
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 

@@ -20,7 +20,8 @@
    rather than glued to another.
 
 Decoding is PyAV's, single-threaded (``video_io.decode_frames``), and only the sampled frames are converted to BGR
-(bit-identical to OpenCV's ``read()``, which numbers frames the same way). OpenCV's ``read()`` of every frame, used
+(bit-identical to OpenCV's ``read()``, which numbers frames the same way; or, with ``sample_max_width``, scaled down
+in the same step, which is what the pipeline does: the embedder and the later stages need no more than 640 pixels). OpenCV's ``read()`` of every frame, used
 before, costs about twice the CPU for 720p H.264: frame threads, and a BGR conversion of every frame. The
 refinement needs the frames between two samples, and reading them from the decoded planes is the cheap way; the
 other, re-decoding each cut's window after a seek, restarts decoding at the previous keyframe, up to a whole GOP
@@ -120,8 +121,12 @@ def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: fl
                   min_clip_seconds: float, frames_per_segment: int = 0,
                   on_segment: Callable[[Segment, list[np.ndarray]], None] | None = None,
                   on_progress: Callable[[int], None] | None = None,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> SceneResult:
+                  batch_size: int = DEFAULT_BATCH_SIZE, sample_max_width: int | None = None) -> SceneResult:
     """Split the video at ``path`` into shots (see the module docstring for the method).
+
+    ``sample_max_width``: the sampled frames (for the embedder, and handed to ``on_segment``) are converted
+    straight to at most this many pixels wide (``video_io.frame_to_bgr``); None: full size, bit-identical to
+    OpenCV's. The pipeline and ``manage.py detect_scenes`` use ``sample_frames.SAMPLE_MAX_WIDTH`` (640).
 
     ``threshold``: a cut where the cosine similarity of adjacent samples is below it (the paper: 0.85).
     ``on_progress(frames_decoded)`` is called after each batch of samples (it may raise to stop the work).
@@ -193,7 +198,7 @@ def detect_scenes(path: str | os.PathLike, *, embedder: Embedder, sample_fps: fl
             changes.append(float(np.abs(thumb - previous_thumb).mean()) if previous_thumb is not None else 0.0)
             previous_thumb = thumb
             if index % step == 0:
-                pending.append((index, video_io.frame_to_bgr(frame)))
+                pending.append((index, video_io.frame_to_bgr(frame, max_width=sample_max_width)))
                 if len(pending) >= batch_size:
                     process(pending)
                     pending = []

@@ -256,16 +256,32 @@ def decode_frames(path: str | os.PathLike) -> Iterator:
 _reformatters = threading.local()
 
 
-def frame_to_bgr(frame) -> np.ndarray:
-    """A PyAV frame as OpenCV would have returned it (BGR, ``uint8``). One converter per thread, reused: PyAV's
-    ``frame.to_ndarray(format=...)`` sets up a new swscale context for every frame, which costs about twice the
-    conversion itself (720p: 2.3-2.8 ms against 0.8-1.2 ms per frame)."""
+def scaled_size(width: int, height: int, max_width: int | None) -> tuple[int, int]:
+    """(width, height) scaled down to at most ``max_width`` wide, aspect kept (unchanged if narrower or None)."""
+    if not max_width or width <= max_width:
+        return width, height
+    return max_width, max(1, round(height * max_width / width))
+
+
+def frame_to_bgr(frame, *, max_width: int | None = None) -> np.ndarray:
+    """A PyAV frame as OpenCV would have returned it (BGR, ``uint8``), bit-identical; or, with ``max_width``, scaled
+    down to at most that many pixels wide in the same step (area averaging, as ``cv2.INTER_AREA``; not
+    bit-identical to resizing OpenCV's frame: about 1.3 grey levels apart on average). Converting straight to the
+    smaller size costs about half the full-size conversion (720p to 640x360: 0.9 ms against 1.6 ms), and what
+    consumes the frames then works on fewer pixels.
+
+    One converter per thread, reused: PyAV's ``frame.to_ndarray(format=...)`` sets up a new swscale context for
+    every frame, which costs about twice the conversion itself (720p: 2.3-2.8 ms against 0.8-1.2 ms per frame)."""
     reformatter = getattr(_reformatters, "bgr", None)
     if reformatter is None:
         from av.video.reformatter import VideoReformatter
 
         reformatter = _reformatters.bgr = VideoReformatter()
-    return reformatter.reformat(frame, format="bgr24").to_ndarray()
+    width, height = scaled_size(frame.width, frame.height, max_width)
+    if (width, height) == (frame.width, frame.height):
+        return reformatter.reformat(frame, format="bgr24").to_ndarray()
+    return reformatter.reformat(frame, format="bgr24", width=width, height=height,
+                                interpolation="AREA").to_ndarray()
 
 
 def plane_thumbnail(frame, columns: int) -> np.ndarray:
@@ -444,9 +460,9 @@ def write_thumbnail(frame: np.ndarray, dest_path: str | os.PathLike, *, max_widt
                     quality: int = 85) -> None:
     """Write ``frame`` (BGR) as a JPEG, scaled down to ``max_width`` pixels wide if wider (None: full size);
     written under a temporary name and renamed."""
-    if max_width and frame.shape[1] > max_width:
-        height = max(1, round(frame.shape[0] * max_width / frame.shape[1]))
-        frame = cv2.resize(frame, (max_width, height), interpolation=cv2.INTER_AREA)
+    size = scaled_size(frame.shape[1], frame.shape[0], max_width)
+    if size != (frame.shape[1], frame.shape[0]):
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("the frame cannot be encoded as JPEG")

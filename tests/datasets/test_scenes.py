@@ -181,6 +181,23 @@ def test_on_segment_streams_evenly_spaced_frames_of_each_segment(shots_video):
     assert [len(frames) for _, frames in seen] == [3, 3, 3, 3]
 
 
+def test_samples_converted_at_a_smaller_width_find_the_same_cuts(shots_video):
+    """The pipeline converts sampled frames straight to at most 640 pixels wide; here 160 of 320."""
+    seen = []
+
+    result = detect(shots_video, sample_max_width=160, frames_per_segment=2,
+                    on_segment=lambda segment, frames: seen.append(frames))
+
+    assert [c.frame for c in result.cuts] == list(CUTS) and result.frame_count == FRAMES
+    assert all(c.similarity < 0.85 for c in result.cuts)
+    assert {frame.shape for frames in seen for frame in frames} == {(H // 2, W // 2, 3)}
+    full = []
+    detect(shots_video, frames_per_segment=2, on_segment=lambda segment, frames: full.append(frames))
+    for small, big in zip((f for frames in seen for f in frames), (f for frames in full for f in frames)):
+        halved = cv2.resize(big, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+        assert np.abs(small.astype(int) - halved).mean() < 3  # area-averaged, as OpenCV's INTER_AREA
+
+
 def test_on_progress_reports_decoded_frames(shots_video):
     progress = []
 

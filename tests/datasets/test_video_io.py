@@ -1,6 +1,7 @@
 """datasets.video_io on small synthetic videos: probing, refusing bad files, decoding, frame-exact clips."""
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -220,6 +221,19 @@ def test_the_reused_converter_follows_frames_of_other_sizes(tmp_path):
             for pair in zip(video_io.decode_frames(small), video_io.decode_frames(large)) for frame in pair]
     assert [frame.shape for frame in ours[:2]] == [(64, 96, 3), (120, 160, 3)]
     assert len(ours) == 12 and all(np.array_equal(a, b) for a, b in zip(ours, expected))
+
+
+def test_frames_converted_at_a_smaller_width(tmp_path):
+    path = make_test_video(tmp_path / "wide.mp4", frames=4, size=(320, 180), fps=24)
+    full = [frame for _, frame in video_io.iter_frames(path)]
+    small = [video_io.frame_to_bgr(frame, max_width=128) for frame in video_io.decode_frames(path)]
+    assert [frame.shape for frame in small] == [(72, 128, 3)] * 4  # the height follows the aspect ratio
+    for ours, theirs in zip(small, full):
+        assert np.abs(ours.astype(int) - cv2.resize(theirs, (128, 72), interpolation=cv2.INTER_AREA)).mean() < 3
+    same = [video_io.frame_to_bgr(frame, max_width=640) for frame in video_io.decode_frames(path)]
+    assert all(np.array_equal(a, b) for a, b in zip(same, full))  # already narrower: full size, bit-identical
+    assert video_io.scaled_size(1920, 1080, 640) == (640, 360) and video_io.scaled_size(854, 480, 640) == (640, 360)
+    assert video_io.scaled_size(320, 180, None) == (320, 180)
 
 
 def test_plane_thumbnails_tell_frames_apart_without_conversion(video):

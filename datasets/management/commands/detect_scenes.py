@@ -1,10 +1,10 @@
 """``python manage.py detect_scenes VIDEO [--json] [--threshold T] [--sample-fps F] [--min-seconds S]``
 
-Split a video file into shots with the pipeline's method (``datasets.scenes``) and print them, without touching the
-database. ``--json`` prints ``{"fps", "frame_count", "embedder", "clips": [{"start_frame", "end_frame"}, ...]}``
-where ``clips`` lists EVERY segment (end exclusive; they cover the video in order), each with ``too_short`` telling
-whether the pipeline would leave it out as shorter than ``--min-seconds``. Defaults come from
-``settings.PIPELINE`` (SAMPLE_FPS, SPLIT_THRESHOLD, MIN_CLIP_SECONDS, and the embedder from OPENCLIP_WEIGHTS /
+Split a video file into shots with the pipeline's method (``datasets.scenes``, sampled frames at the pipeline's
+width: the same cuts) and print them, without touching the database. ``--json`` prints ``{"fps", "frame_count",
+"embedder", "clips": [{"start_frame", "end_frame"}, ...]}`` where ``clips`` lists EVERY segment (end exclusive;
+they cover the video in order), each with ``too_short`` telling whether the pipeline would leave it out as shorter
+than ``--min-seconds``. Defaults come from ``settings.PIPELINE`` (SAMPLE_FPS, SPLIT_THRESHOLD, MIN_CLIP_SECONDS, and the embedder from OPENCLIP_WEIGHTS /
 OPENCLIP_MODEL, or the colour-structure fallback when no weights are configured).
 """
 import json
@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from datasets import embedders, scenes
+from datasets.sample_frames import SAMPLE_MAX_WIDTH
 from datasets.video_io import UnreadableVideo
 
 
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         try:
             embedder = embedders.embedder_from_settings(pipeline["OPENCLIP_WEIGHTS"], pipeline["OPENCLIP_MODEL"])
             result = scenes.detect_scenes(video, embedder=embedder, sample_fps=sample_fps, threshold=threshold,
-                                          min_clip_seconds=min_seconds)
+                                          min_clip_seconds=min_seconds, sample_max_width=SAMPLE_MAX_WIDTH)
         except embedders.EmbedderUnavailable as error:
             raise CommandError(str(error)) from None
         except UnreadableVideo as error:
