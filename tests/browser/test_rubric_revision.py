@@ -179,3 +179,25 @@ def test_three_experts_revise_with_the_keyboard_and_the_round_aggregates(page_fo
     # expert1, reloading, now sees the others' proposals
     p1.reload()
     assert "Secondary to the haemodynamics." in p1.locator("#round-result").inner_text()
+
+
+def test_a_late_settle_does_not_take_the_focus_back_from_where_the_expert_moved_it(page_for, expert, round):
+    """After a save or a cancel the focus goes back to the criterion's row when htmx settles the swap; but an expert
+    who has already moved on (Tab to "Submit all", say) keeps the focus there. htmx's settle delay is stretched to
+    0.5 s so that the late settle happens on every run (CI once lost an Enter on "Submit all" to it)."""
+    p1 = page_for(expert)
+    open_round(p1, round)
+    move_to(p1, "visual-3")
+    p1.keyboard.press("d")
+    p1.wait_for_selector("form.proposal-form[data-op=delete]")
+    p1.wait_for_function("document.activeElement && document.activeElement.id === 'id_rationale'")  # settled
+    p1.evaluate("htmx.config.defaultSettleDelay = 500")
+    p1.keyboard.type("Duplicates visual criterion 2.")
+    p1.keyboard.press("Enter")
+    p1.wait_for_selector("#proposal-form .saved")  # swapped; settles 0.5 s later
+    p1.locator("#submit-all").focus()
+    p1.wait_for_timeout(900)
+    assert p1.evaluate("document.activeElement.id") == "submit-all"
+    p1.keyboard.press("Enter")
+    p1.wait_for_function("!document.getElementById('submit-all')")
+    assert RevisionProposal.objects.filter(round=round, expert=expert, status="submitted").count() == 1
