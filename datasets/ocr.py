@@ -11,19 +11,19 @@
    component is shaped like a line of text (wider than tall, 8 to a third of the frame high, partly but not
    completely filled with edges, and crossed by at least one stroke per two box-heights of width, which an object's
    outline is not). A frame with no such region is text-free without running Tesseract at all.
-3. **OCR only those regions**, padded, each scaled up to at least ``ocr_line_height`` pixels and binarised to
-   black text on white (Otsu's threshold within the region; the smaller class is the text). A binarised region whose
-   busy rows cross fewer than ``MIN_CROSSINGS`` (4) ink edges is not read: a row through a line of letters crosses
-   several strokes, a row through a smooth blob (a cell's outline passes step 2's edge tests) enters and leaves it
-   once. On the pipeline benchmark's videos this leaves 1 region in 32-45 to read, and on 515 synthetic captions
-   (8 fonts, 1-4 words, 0.4-2.5 scale, 4 colours, with and without a bar) it changed no result. The rest are
-   stacked into ONE image for ONE Tesseract run per call (page segmentation mode 11, sparse text): Tesseract's
-   start-up costs more than reading a few lines. :func:`measure_texts` does this for many clips at once (the pipeline's text stage: all of a video's
-   clips), stacking every clip's regions on one canvas (in columns when it grows taller than
-   ``MAX_CANVAS_HEIGHT``) and giving each word back to the clip and region it lies in, so that Tesseract starts
-   once per video rather than once per clip. A region that is unchanged from the previous frame (a static
-   subtitle or logo) is read once. Whole natural frames are not given to Tesseract: its global binarisation fails
-   on textured backgrounds (it misses plain white subtitles on a dark bar over a noisy picture).
+3. **OCR only those regions**, padded, each scaled up to at least ``ocr_line_height`` pixels and binarised to black
+   text on white (Otsu's threshold within the region; the smaller class is the text). A binarised region whose busy
+   rows cross fewer than ``MIN_CROSSINGS`` (4) ink edges is not read: a row through a line of letters crosses several
+   strokes, a row through a smooth blob (a cell's outline passes step 2's edge tests) enters and leaves it once. On
+   the pipeline benchmark's videos this leaves 1 region in 32-45 to read, and on 515 synthetic captions (8 fonts, 1-4
+   words, 0.4-2.5 scale, 4 colours, with and without a bar) it changed no result. The rest are stacked into ONE image
+   for ONE Tesseract run per call (page segmentation mode 11, sparse text): Tesseract's start-up costs more than
+   reading a few lines. :func:`measure_texts` does this for many clips at once (the pipeline's text stage: all of a
+   video's clips), stacking every clip's regions on one canvas (in columns when it grows taller than
+   ``MAX_CANVAS_HEIGHT``) and giving each word back to the clip and region it lies in, so that Tesseract starts once
+   per video rather than once per clip. A region that is unchanged from the previous frame (a static subtitle or logo)
+   is read once. Whole natural frames are not given to Tesseract: its global binarisation fails on textured
+   backgrounds (it misses plain white subtitles on a dark bar over a noisy picture).
 4. **Count** a word when Tesseract's confidence is at least ``min_confidence`` (60) and it has at least
    ``min_alnum`` (2) letters or digits (one-character hits are mostly noise). Per frame, the union of the counted
    words' boxes (a mask, so overlaps count once) over the frame's area; ``area_fraction`` is the largest over the

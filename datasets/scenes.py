@@ -21,12 +21,12 @@
 
 Decoding is PyAV's, single-threaded (``video_io.decode_frames``), and only the sampled frames are converted to BGR
 (bit-identical to OpenCV's ``read()``, which numbers frames the same way; or, with ``sample_max_width``, scaled down
-in the same step, which is what the pipeline does: the embedder and the later stages need no more than 640 pixels). OpenCV's ``read()`` of every frame, used
-before, costs about twice the CPU for 720p H.264: frame threads, and a BGR conversion of every frame. The
-refinement needs the frames between two samples, and reading them from the decoded planes is the cheap way; the
-other, re-decoding each cut's window after a seek, restarts decoding at the previous keyframe, up to a whole GOP
-(x264's default is 250 frames) per cut. OpenCV still opens the file first: its refusal and its frame rate are the
-ones every other reader here uses.
+in the same step, which is what the pipeline does: the embedder and the later stages need no more than 640 pixels).
+OpenCV's ``read()`` of every frame, used before, costs about twice the CPU for 720p H.264: frame threads, and a BGR
+conversion of every frame. The refinement needs the frames between two samples, and reading them from the decoded
+planes is the cheap way; the other, re-decoding each cut's window after a seek, restarts decoding at the previous
+keyframe, up to a whole GOP (x264's default is 250 frames) per cut. OpenCV still opens the file first: its refusal and
+its frame rate are the ones every other reader here uses.
 
 Memory is bounded whatever the video's length: at most ``batch_size`` sampled frames wait for the embedder, the
 refinement keeps one float per frame for about ``batch_size * step`` frames, and with ``frames_per_segment`` set,

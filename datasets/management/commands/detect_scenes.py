@@ -4,8 +4,9 @@ Split a video file into shots with the pipeline's method (``datasets.scenes``, s
 width: the same cuts) and print them, without touching the database. ``--json`` prints ``{"fps", "frame_count",
 "embedder", "clips": [{"start_frame", "end_frame"}, ...]}`` where ``clips`` lists EVERY segment (end exclusive;
 they cover the video in order), each with ``too_short`` telling whether the pipeline would leave it out as shorter
-than ``--min-seconds``. Defaults come from ``settings.PIPELINE`` (SAMPLE_FPS, SPLIT_THRESHOLD, MIN_CLIP_SECONDS, and the embedder from OPENCLIP_WEIGHTS /
-OPENCLIP_MODEL, or the colour-structure fallback when no weights are configured).
+than ``--min-seconds``. Defaults come from ``settings.PIPELINE`` (SAMPLE_FPS, SPLIT_THRESHOLD, MIN_CLIP_SECONDS, and
+the embedder from OPENCLIP_WEIGHTS / OPENCLIP_MODEL, or the colour-structure fallback when no weights are
+configured).
 """
 import json
 
