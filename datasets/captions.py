@@ -153,14 +153,10 @@ def clip_frames(clip: Clip, count: int | None = None) -> list:
 
 def encode_jpeg(frame, max_width: int = IMAGE_MAX_WIDTH) -> str:
     """A BGR frame as base64 JPEG, scaled down to `max_width` pixels wide."""
-    from datasets import video_io  # noqa: F401  (sets OpenCV's log level before cv2 is first used)
+    from datasets import video_io  # (sets OpenCV's log level before cv2 is first used)
     import cv2
 
-    height, width = frame.shape[:2]
-    if width > max_width:
-        frame = cv2.resize(frame, (max_width, max(1, round(height * max_width / width))),
-                           interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    ok, data = cv2.imencode(".jpg", video_io.downscale(frame, max_width), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError("a frame cannot be encoded as JPEG")
     return base64.b64encode(data.tobytes()).decode("ascii")

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from datasets.video_io import downscale
+
 
 class OCRUnavailable(RuntimeError):
     """Tesseract or pytesseract is not installed here."""
@@ -109,11 +111,7 @@ class _single_threaded_tesseract:
 
 
 def _downscale(frame: np.ndarray, max_width: int) -> np.ndarray:
-    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    if max_width and gray.shape[1] > max_width:
-        height = max(1, round(gray.shape[0] * max_width / gray.shape[1]))
-        gray = cv2.resize(gray, (max_width, height), interpolation=cv2.INTER_AREA)
-    return gray
+    return downscale(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), max_width)
 
 
 def text_regions(gray: np.ndarray, *, edge_level: int = 60) -> list[tuple[int, int, int, int]]:

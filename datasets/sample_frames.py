@@ -19,28 +19,17 @@ SAMPLE_MAX_WIDTH = 640  # pixels
 ZSTD_LEVEL = 3
 
 
-def _downscale(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    from datasets.video_io import scaled_size
-
-    height, width = frame.shape[:2]
-    size = scaled_size(width, height, SAMPLE_MAX_WIDTH)
-    if size == (width, height):  # the split's frames come at this width already (detect_scenes' sample_max_width)
-        return frame
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-
-
 def encode_samples(frames: list[np.ndarray]) -> bytes:
     """A clip's sampled frames (BGR, all of one size after scaling; a stray one is resized to the first's) as one
     lossless file."""
-    from datasets import video_io  # noqa: F401  (sets OpenCV's log level before cv2 is first used)
+    from datasets import video_io  # (sets OpenCV's log level before cv2 is first used)
     import cv2
     import zstandard
 
     if not frames:
         raise ValueError("there are no sampled frames to store")
-    smalls = [_downscale(frame) for frame in frames]
+    # the split's frames come at this width already (detect_scenes' sample_max_width): kept as they are
+    smalls = [video_io.downscale(frame, SAMPLE_MAX_WIDTH) for frame in frames]
     shape = smalls[0].shape
     smalls = [f if f.shape == shape else cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
               for f in smalls]

@@ -263,6 +263,15 @@ def scaled_size(width: int, height: int, max_width: int | None) -> tuple[int, in
     return max_width, max(1, round(height * max_width / width))
 
 
+def downscale(frame: np.ndarray, max_width: int | None) -> np.ndarray:
+    """``frame`` (BGR or grey) scaled down to at most ``max_width`` pixels wide, aspect kept, by area averaging
+    (``cv2.INTER_AREA``); the frame itself when it is no wider (or ``max_width`` is None)."""
+    size = scaled_size(frame.shape[1], frame.shape[0], max_width)
+    if size == (frame.shape[1], frame.shape[0]):
+        return frame
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
 def frame_to_bgr(frame, *, max_width: int | None = None) -> np.ndarray:
     """A PyAV frame as OpenCV would have returned it (BGR, ``uint8``), bit-identical; or, with ``max_width``, scaled
     down to at most that many pixels wide in the same step (area averaging, as ``cv2.INTER_AREA``; not
@@ -460,10 +469,7 @@ def write_thumbnail(frame: np.ndarray, dest_path: str | os.PathLike, *, max_widt
                     quality: int = 85) -> None:
     """Write ``frame`` (BGR) as a JPEG, scaled down to ``max_width`` pixels wide if wider (None: full size);
     written under a temporary name and renamed."""
-    size = scaled_size(frame.shape[1], frame.shape[0], max_width)
-    if size != (frame.shape[1], frame.shape[0]):
-        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, data = cv2.imencode(".jpg", downscale(frame, max_width), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("the frame cannot be encoded as JPEG")
     dest = Path(dest_path)

@@ -216,10 +216,8 @@ def local_path(fieldfile) -> Iterator[str]:
 def _encode(frame) -> bytes:
     import cv2
 
-    if FRAME_MAX_WIDTH and frame.shape[1] > FRAME_MAX_WIDTH:
-        height = max(1, round(frame.shape[0] * FRAME_MAX_WIDTH / frame.shape[1]))
-        frame = cv2.resize(frame, (FRAME_MAX_WIDTH, height), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
+    ok, data = cv2.imencode(".jpg", video_io.downscale(frame, FRAME_MAX_WIDTH),
+                            [cv2.IMWRITE_JPEG_QUALITY, FRAME_JPEG_QUALITY])
     if not ok:
         raise video_io.UnreadableVideo("A frame cannot be encoded as JPEG.")
     return data.tobytes()
