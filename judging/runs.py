@@ -274,6 +274,12 @@ def _uncounted(now, lease: float):
     return now - timedelta(seconds=lease + UNCOUNTED_MARGIN_SECONDS)
 
 
+def _live_claims(run: JudgeRun, now, lease: float):
+    """The claims that count a slot on `run`'s endpoint (any run's): RUNNING, and dated within the lease."""
+    return Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
+                                    updated_at__gte=now - timedelta(seconds=lease))
+
+
 def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool, slots: bool = True) -> str:
     """"claimed", "busy" (no free slot on the endpoint) or "gone" (not claimable: done, or claimed by another).
     ``slots=False`` claims without taking an endpoint slot (nothing will be sent)."""
@@ -284,9 +290,7 @@ def _try_claim(judgement_id: int, run: JudgeRun, *, lease: float, reclaim: bool,
             status=RUNNING, updated_at=_uncounted(now, lease)) else "gone"
     with _unflushed_transaction():
         _endpoint_lock(run.base_url)
-        busy = (Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
-                                         updated_at__gte=now - timedelta(seconds=lease))
-                .exclude(pk=judgement_id).count())
+        busy = _live_claims(run, now, lease).exclude(pk=judgement_id).count()
         if busy >= max(1, run.concurrency):
             # No slot; but say "gone" rather than "busy" for a judgement nobody needs to wait for.
             gone = not Judgement.objects.filter(pk=judgement_id, status__in=statuses).exists()
@@ -596,8 +600,7 @@ def _claim_ahead(judgement_ids: list[int], run: JudgeRun, *, lease: float, count
         counted: list[int] = []
         if count > 0 and claimed:
             _endpoint_lock(run.base_url)
-            busy = Judgement.objects.filter(status=RUNNING, run__base_url=run.base_url,
-                                            updated_at__gte=now - timedelta(seconds=lease)).count()
+            busy = _live_claims(run, now, lease).count()
             counted = claimed[:max(0, min(count, max(1, run.concurrency) - busy))]
             Judgement.objects.filter(pk__in=counted, status=PENDING).update(status=RUNNING, updated_at=now)
         Judgement.objects.filter(pk__in=claimed[len(counted):], status=PENDING).update(
