@@ -461,17 +461,15 @@ def chat(*, purpose: str, messages: list[dict], validate: Callable[[str], T], ma
                     {"role": "user", "content": REPAIR_MESSAGE.format(reason=reason.rstrip("."))},
                 ]
                 continue
-            if defer_record:
-                row = _call_row(**record, status="ok", totals=totals, started=started, response_text=text)
-                return LLMResult(value=value, text=text, model=model, request_hash=hash_, call_id=None,
-                                 attempts=totals.attempts, prompt_tokens=totals.prompt_tokens,
-                                 completion_tokens=totals.completion_tokens, cost_usd=row.cost_usd, unsaved_call=row)
-            row = _record(**record, status="ok", totals=totals, started=started, response_text=text)
-            logger.info("llm %s: ok, model %s, %d attempts, %d+%d tokens, %d ms", purpose, model, totals.attempts,
-                        totals.prompt_tokens, totals.completion_tokens, row.latency_ms)
+            row = _call_row(**record, status="ok", totals=totals, started=started, response_text=text)
+            if not defer_record:
+                row.save()
+                logger.info("llm %s: ok, model %s, %d attempts, %d+%d tokens, %d ms", purpose, model,
+                            totals.attempts, totals.prompt_tokens, totals.completion_tokens, row.latency_ms)
             return LLMResult(value=value, text=text, model=model, request_hash=hash_, call_id=row.pk,
                              attempts=totals.attempts, prompt_tokens=totals.prompt_tokens,
-                             completion_tokens=totals.completion_tokens, cost_usd=row.cost_usd)
+                             completion_tokens=totals.completion_tokens, cost_usd=row.cost_usd,
+                             unsaved_call=row if defer_record else None)
     except (LLMError, KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a crashing validator or shrink callback: still one row, then the real error
